@@ -13,6 +13,7 @@ A subclass supplies its vendor routes, its error shape and its till-edit behavio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -20,7 +21,7 @@ import random
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -316,9 +317,14 @@ class Sandbox:
         self.persist_path = persist_path
         self.stats: dict[str, Any] = {}
         self._reset_stats()
+        @contextlib.asynccontextmanager
+        async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+            yield
+            await self._on_shutdown()
+
         self.app = Starlette(
             routes=[*self.routes(), Mount("/_sandbox", routes=self._control_routes())],
-            on_shutdown=[self._on_shutdown],
+            lifespan=lifespan,
         )
         self.app.add_middleware(_FaultLayer, sandbox=self)
         self.app.state.sandbox = self

@@ -1,0 +1,1 @@
+"""The sync engine: inbox → ingest → canonical → deliveries → push, plus retry, sweep, poll."""

@@ -1,0 +1,365 @@
+"""Ingest: one inbox event → the canonical customer → the deliveries it calls for.
+
+Everything a single event changes happens in one transaction: the customer's fields,
+the link of the source system, and the deliveries. Echoes (the bridge's own writes coming
+back), no-ops and stale events end here and cost no write anywhere.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+
+from bridge import canonical
+from bridge.adapters.base import Adapter, Capability, EventKind, ExternalOrder, ExternalRecord, InboundEvent
+from bridge.adapters.errors import Verdict, classify
+from bridge.canonical import utcnow
+from bridge.engine import customers as cust
+from bridge.engine.retry import backoff_seconds
+from bridge.runtime import Runtime
+from bridge.store.models import (
+    Customer,
+    Delivery,
+    DeliveryState,
+    InboxEvent,
+    InboxState,
+    Link,
+    MatchKey,
+    Order,
+)
+
+log = logging.getLogger("posbridge.ingest")
+
+
+class Deferred(Exception):  # noqa: N818 - control flow, not an error
+    """The event cannot be decided yet (a create of ours may explain it); try again soon."""
+
+
+@dataclass
+class IngestResult:
+    outcome: str
+    customer_id: str | None = None
+    deliveries: list[tuple[str, int]] = field(default_factory=list)
+    retry_in: float | None = None
+
+
+def ingest(rt: Runtime, inbox_id: int) -> IngestResult:
+    with rt.db.session() as session:
+        row = session.get(InboxEvent, inbox_id)
+        if row is None or row.state != InboxState.PENDING:
+            return IngestResult("already")
+        system = row.system
+        event = InboundEvent.from_json(row.event)
+        correlation_id = row.correlation_id
+    try:
+        adapter = rt.adapter(system)
+        record = event.record
+        if event.kind in (EventKind.TRIGGER, EventKind.UPSERT) and record is None:
+            # Hooks that only say "something changed": the API is the truth.
+            record = adapter.fetch(event.external_id)
+            if record is None:
+                event = InboundEvent(
+                    event_id=event.event_id, kind=EventKind.DELETE, external_id=event.external_id,
+                    event_type=event.event_type, occurred_at=event.occurred_at,
+                )
+        for attempt in range(4):
+            try:
+                with rt.db.session() as session:
+                    row = session.scalar(select(InboxEvent).where(InboxEvent.id == inbox_id).with_for_update())
+                    if row is None or row.state != InboxState.PENDING:
+                        return IngestResult("already")
+                    result = apply_event(session, rt, adapter, system, event, record, correlation_id)
+                    row.state = InboxState.DONE
+                    row.outcome = result.outcome
+                    row.processed_at = utcnow()
+                    row.error = None
+                    return result
+            except IntegrityError:
+                # Two workers raced on the same new link/customer; the loser re-reads.
+                if attempt == 3:
+                    raise
+    except Deferred as why:
+        return _reschedule(rt, inbox_id, str(why), 0.5, count=False)
+    except Exception as err:  # classified: the inbox row carries the reason
+        verdict = classify(err)
+        if isinstance(err, OperationalError):
+            verdict = type(verdict)(Verdict.RETRY, str(err))
+        log.warning("ingest of inbox %s failed: %s", inbox_id, verdict.reason)
+        if verdict.verdict == Verdict.FAIL:
+            with rt.db.session() as session:
+                row = session.get(InboxEvent, inbox_id)
+                if row is not None:
+                    row.state = InboxState.FAILED
+                    row.error = verdict.reason[:2000]
+                    row.attempts += 1
+            return IngestResult("failed")
+        with rt.db.session() as session:
+            row = session.get(InboxEvent, inbox_id)
+            attempts = (row.attempts if row else 0) + 1
+        delay = backoff_seconds(
+            attempts, base=rt.settings.retry_base_s, cap=rt.settings.retry_cap_s, retry_after=verdict.retry_after
+        )
+        return _reschedule(rt, inbox_id, verdict.reason, delay, count=True)
+    return IngestResult("noop")
+
+
+def _reschedule(rt: Runtime, inbox_id: int, reason: str, delay: float, *, count: bool) -> IngestResult:
+    with rt.db.session() as session:
+        row = session.get(InboxEvent, inbox_id)
+        if row is None:
+            return IngestResult("already")
+        if count:
+            row.attempts += 1
+            if row.attempts >= rt.settings.max_attempts:
+                row.state = InboxState.FAILED
+                row.error = reason[:2000]
+                return IngestResult("failed")
+        row.error = reason[:2000]
+        # The sweeper re-enqueues rows whose enqueued_at is older than requeue_after:
+        # pretend it was enqueued so that it comes back after `delay`.
+        if delay <= rt.settings.short_wait_s:
+            row.enqueued_at = utcnow() + timedelta(seconds=delay)  # the task re-sends it itself
+        else:
+            row.enqueued_at = utcnow() + timedelta(seconds=delay - rt.settings.requeue_after_s)
+    return IngestResult("retry", retry_in=delay)
+
+
+def apply_event(
+    session: Session,
+    rt: Runtime,
+    adapter: Adapter,
+    system: str,
+    event: InboundEvent,
+    record: ExternalRecord | None,
+    correlation_id: str | None,
+) -> IngestResult:
+    now = utcnow()
+    if event.kind == EventKind.ORDER and event.order is not None:
+        return apply_order(session, rt, system, event.order, correlation_id, now)
+    if event.kind == EventKind.DELETE or (record is not None and record.deleted):
+        return apply_delete(session, rt, system, event.external_id, correlation_id, now)
+    if record is None:
+        return IngestResult("ignored")
+    if event.kind == EventKind.MERGE:
+        repoint_merged(session, rt, system, record.external_id, event.merged_from, now)
+    return apply_record(session, rt, adapter, system, record, event.occurred_at, correlation_id, now)
+
+
+def apply_record(
+    session: Session,
+    rt: Runtime,
+    adapter: Adapter,
+    system: str,
+    record: ExternalRecord,
+    occurred_at: datetime | None,
+    correlation_id: str | None,
+    now: datetime,
+) -> IngestResult:
+    region = rt.settings.default_region
+    incoming = cust.held_values(adapter, record.native, region)
+    digest = canonical.projection_hash(incoming)
+    at = record.updated_at or occurred_at or now
+    link = session.scalar(
+        select(Link).where(Link.system == system, Link.external_id == record.external_id).with_for_update()
+    )
+    if link is not None and link.synced_at is not None:
+        if _is_stale(link, record, at):
+            return IngestResult("stale", link.customer_id)
+        if link.projection_hash == digest:
+            _advance(link, record, at)
+            return IngestResult("echo", link.customer_id)
+        customer = cust.lock_customer(session, link.customer_id)
+        if customer.id != link.customer_id:
+            link.customer_id = customer.id
+        previous = link.last_values or {}
+        # Only what this system changed since we last knew it takes part in the merge:
+        # the rest of its record is our own older write, not a new opinion.
+        changed = {k: v for k, v in incoming.items() if previous.get(k) != v}
+        outcome = "updated"
+    else:
+        if link is None:
+            _defer_if_our_create(session, rt, system, incoming)
+        elif link.create_started_at and link.create_started_at > now - timedelta(seconds=rt.settings.lease_s):
+            # Our create with a caller-chosen id (Fieldpine) is still being recorded.
+            raise Deferred(f"create of {record.external_id} in {system} is in flight")
+        customer = None if link is None else cust.lock_customer(session, link.customer_id)
+        if customer is None:
+            customer = cust.find_match(session, rt, incoming, system)
+        if customer is None:
+            customer = Customer(fields={}, created_at=now)
+            session.add(customer)
+            session.flush()
+            outcome = "created"
+        else:
+            outcome = "linked"
+        if link is None:
+            link = Link(customer_id=customer.id, system=system, external_id=record.external_id)
+            session.add(link)
+        changed = {k: v for k, v in incoming.items() if v is not None}
+    if customer.deleted and not customer.merged_into and changed:
+        customer.deleted = False  # a live edit elsewhere brings a deleted customer back
+    state = cust.load_state(customer)
+    merged = canonical.merge_fields(state, changed, system, at, rt.settings.system_priority)
+    if merged.changed or outcome == "created":
+        cust.save_state(session, customer, state)
+        if canonical.CUSTOMER_CODE in merged.changed:
+            link_orders(session, customer)
+    elif outcome == "updated":
+        outcome = "noop"
+    link.last_values = incoming
+    link.projection_hash = digest
+    _advance(link, record, at)
+    link.synced_at = link.synced_at or now
+    session.flush()
+    deliveries = cust.plan_deliveries(session, rt, customer, source=system, correlation_id=correlation_id, now=now)
+    return IngestResult(outcome, customer.id, deliveries)
+
+
+def _is_stale(link: Link, record: ExternalRecord, at: datetime) -> bool:
+    if record.version is not None and link.external_version is not None:
+        return record.version < link.external_version
+    return link.source_updated_at is not None and at < link.source_updated_at
+
+
+def _advance(link: Link, record: ExternalRecord, at: datetime) -> None:
+    if record.version is not None:
+        link.external_version = max(record.version, link.external_version or record.version)
+    if link.source_updated_at is None or at > link.source_updated_at:
+        link.source_updated_at = at
+
+
+def _defer_if_our_create(session: Session, rt: Runtime, system: str, incoming: canonical.Values) -> None:
+    """An unknown record may be our own create whose answer has not been recorded yet.
+
+    If a create into `system` is in flight for a customer this record matches (or for
+    anyone, when the record has no match keys), wait for the push to record its link;
+    the event then turns out to be an echo instead of a second canonical customer.
+    """
+    horizon = utcnow() - timedelta(seconds=rt.settings.lease_s)
+    creating = select(Link.customer_id).where(
+        Link.system == system, Link.synced_at.is_(None), Link.create_started_at > horizon
+    )
+    keys = canonical.match_keys(incoming)
+    if keys:
+        for kind, value in keys:
+            hit = session.scalar(
+                select(MatchKey.customer_id).where(
+                    MatchKey.kind == kind, MatchKey.value == value[:320], MatchKey.customer_id.in_(creating)
+                )
+            )
+            if hit is not None:
+                raise Deferred(f"a create into {system} for customer {hit} is in flight")
+    elif session.scalar(creating.limit(1)) is not None:
+        raise Deferred(f"creates into {system} are in flight")
+
+
+def apply_delete(
+    session: Session, rt: Runtime, system: str, external_id: str, correlation_id: str | None, now: datetime
+) -> IngestResult:
+    link = session.scalar(select(Link).where(Link.system == system, Link.external_id == external_id))
+    if link is None:
+        return IngestResult("ignored")
+    customer = cust.lock_customer(session, link.customer_id)
+    session.delete(link)
+    session.flush()
+    if rt.settings.delete_policy == "propagate":
+        planned = []
+        for target in rt.targets():
+            if target == system or Capability.DELETE not in rt.classes[target].capabilities:
+                continue
+            other = session.scalar(select(Link).where(Link.customer_id == customer.id, Link.system == target))
+            if other is None or other.external_id is None:
+                continue
+            delivery_id = cust.ensure_delivery(session, rt, customer.id, target, system, correlation_id, now)
+            if delivery_id is not None:
+                session.get_one(Delivery, delivery_id).op = "delete"
+                planned.append((target, delivery_id))
+        customer.deleted = True
+        return IngestResult("deleted", customer.id, planned)
+    # Default policy: the customer is marked deleted and unlinked there; nothing else is
+    # written, and waiting deliveries for it are dropped.
+    customer.deleted = True
+    cust.refresh_match_keys(session, customer, {})
+    for delivery in session.scalars(
+        select(Delivery).where(Delivery.customer_id == customer.id, Delivery.state == DeliveryState.PENDING)
+    ):
+        delivery.state = DeliveryState.SUPERSEDED
+        delivery.finished_at = now
+        delivery.last_error = f"customer deleted in {system}"
+    return IngestResult("deleted", customer.id)
+
+
+def repoint_merged(
+    session: Session, rt: Runtime, system: str, to_id: str, from_ids: tuple[str, ...], now: datetime
+) -> None:
+    """A merge in `system`: the new record inherits the links of the merged ones."""
+    links = session.scalars(
+        select(Link).where(Link.system == system, Link.external_id.in_(from_ids)).order_by(Link.created_at)
+    ).all()
+    if not links:
+        return
+    keep = cust.lock_customer(session, links[0].customer_id)
+    for other in links[1:]:
+        drop = cust.lock_customer(session, other.customer_id)
+        if drop.id != keep.id:
+            cust.merge_customers(session, keep, drop, now)
+    survivor = session.scalar(select(Link).where(Link.system == system, Link.customer_id == keep.id))
+    existing = session.scalar(select(Link).where(Link.system == system, Link.external_id == to_id))
+    for link in session.scalars(select(Link).where(Link.system == system, Link.external_id.in_(from_ids))):
+        if link is not survivor:
+            session.delete(link)
+    session.flush()
+    if existing is None and survivor is not None:
+        # The merged profile carries the fields we already hold, so its event is not an
+        # edit: keep the projection hash and version history of the surviving link.
+        survivor.external_id = to_id
+        survivor.external_version = None
+        survivor.source_updated_at = None
+    elif survivor is not None:
+        session.delete(survivor)
+    session.flush()
+
+
+def apply_order(
+    session: Session, rt: Runtime, system: str, order: ExternalOrder, correlation_id: str | None, now: datetime
+) -> IngestResult:
+    row = session.scalar(select(Order).where(Order.system == system, Order.external_id == order.external_id))
+    if row is None:
+        row = Order(system=system, external_id=order.external_id)
+        session.add(row)
+    elif row.source_updated_at and order.updated_at and order.updated_at < row.source_updated_at:
+        return IngestResult("stale", row.customer_id)
+    row.reference = order.reference
+    row.customer_ref = order.customer_ref
+    row.status = order.status
+    row.data = order.native
+    row.source_updated_at = order.updated_at
+    customer = None
+    if order.customer_ref:
+        cid = session.scalar(
+            select(MatchKey.customer_id).where(
+                MatchKey.kind == "customer_code", MatchKey.value == order.customer_ref.casefold()
+            )
+        )
+        customer = cust.lock_customer(session, cid) if cid else None
+    session.flush()
+    if customer is None:
+        row.customer_id = None
+        return IngestResult("order_unlinked")
+    row.customer_id = customer.id
+    deliveries = cust.plan_deliveries(session, rt, customer, source=system, correlation_id=correlation_id, now=now)
+    return IngestResult("order_linked", customer.id, deliveries)
+
+
+def link_orders(session: Session, customer: Customer) -> None:
+    code = cust.values(customer).get(canonical.CUSTOMER_CODE)
+    if not code:
+        return
+    for order in session.scalars(select(Order).where(Order.customer_id.is_(None), Order.customer_ref.is_not(None))):
+        if order.customer_ref and order.customer_ref.casefold() == str(code).casefold():
+            order.customer_id = customer.id

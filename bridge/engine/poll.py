@@ -1,0 +1,124 @@
+"""Polling: for systems without webhooks, and as a safety net for those with them.
+
+Reads from the stored cursor minus an overlap window (lists are eventually consistent),
+records what it finds in the inbox like any webhook (the inbox key deduplicates what it
+has already seen), and advances the cursor to the newest change seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+
+from bridge.adapters.base import Capability, EventKind, InboundEvent
+from bridge.canonical import utcnow
+from bridge.engine.inbox import record_events
+from bridge.runtime import Runtime
+from bridge.store.models import PollCursor
+
+log = logging.getLogger("posbridge.poll")
+
+CHUNK = 200
+
+
+@dataclass
+class PollReport:
+    system: str
+    seen: int = 0
+    new: int = 0
+    cursor: datetime | None = None
+    skipped: str | None = None
+
+
+def poll(rt: Runtime, system: str, *, lease_s: float = 600.0) -> PollReport:
+    report = PollReport(system)
+    adapter = rt.adapter(system)
+    now = utcnow()
+    with rt.db.session() as session:
+        row = session.scalar(select(PollCursor).where(PollCursor.system == system).with_for_update())
+        if row is None:
+            # First run: start from now. Existing records are the backfill's job.
+            row = PollCursor(system=system, cursor=now)
+            session.add(row)
+        if row.lease_until is not None and row.lease_until > now:
+            report.skipped = "another poll of this system is running"
+            return report
+        row.lease_until = now + timedelta(seconds=lease_s)
+        row.last_started_at = now
+        cursor = row.cursor
+    overlap = timedelta(seconds=adapter.settings.poll_overlap_s)
+    since = cursor - overlap if cursor else None
+    newest = cursor
+    events: list[InboundEvent] = []
+    try:
+        if Capability.ORDERS in adapter.capabilities:
+            for order in adapter.poll_orders(since):
+                stamp = order.updated_at.isoformat() if order.updated_at else order.status
+                events.append(
+                    InboundEvent(
+                        event_id=f"poll:order:{order.external_id}:{order.status}:{stamp}",
+                        kind=EventKind.ORDER, external_id=order.external_id,
+                        event_type="order.polled", order=order, occurred_at=order.updated_at,
+                    )
+                )
+                newest = _later(newest, order.updated_at)
+                if len(events) >= CHUNK:
+                    report.new += _flush(rt, system, events)
+                    report.seen += len(events)
+                    events = []
+        if Capability.POLLING in adapter.capabilities and Capability.ORDERS not in adapter.capabilities:
+            for record in adapter.poll(since):
+                stamp = str(record.version) if record.version is not None else (
+                    record.updated_at.isoformat() if record.updated_at else "?"
+                )
+                events.append(
+                    InboundEvent(
+                        event_id=f"poll:{record.external_id}:{stamp}",
+                        kind=EventKind.DELETE if record.deleted else EventKind.UPSERT,
+                        external_id=record.external_id, event_type="customer.polled",
+                        record=record, occurred_at=record.updated_at,
+                    )
+                )
+                newest = _later(newest, record.updated_at)
+                if len(events) >= CHUNK:
+                    report.new += _flush(rt, system, events)
+                    report.seen += len(events)
+                    events = []
+        report.new += _flush(rt, system, events)
+        report.seen += len(events)
+    except Exception as err:
+        with rt.db.session() as session:
+            row = session.get_one(PollCursor, system)
+            row.lease_until = None
+            row.last_error = f"{type(err).__name__}: {err}"[:2000]
+        raise
+    with rt.db.session() as session:
+        row = session.get_one(PollCursor, system)
+        row.cursor = newest
+        row.lease_until = None
+        row.last_success_at = utcnow()
+        row.last_error = None
+        row.seen = (row.seen or 0) + report.seen
+    report.cursor = newest
+    return report
+
+
+def _later(a: datetime | None, b: datetime | None) -> datetime | None:
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return max(a, b)
+
+
+def _flush(rt: Runtime, system: str, events: list[InboundEvent]) -> int:
+    if not events:
+        return 0
+    with rt.db.session() as session:
+        ids, _dupes = record_events(session, system, events, None)
+    if ids:
+        rt.dispatch.ingest(ids)
+    return len(ids)

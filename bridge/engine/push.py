@@ -1,0 +1,357 @@
+"""Push: bring one customer's record in one target system up to date.
+
+A delivery names only (customer, target); the push reads the customer's latest state
+when it runs, so a burst of changes makes one write. Creates record their intent before
+the call and, when retried, ask the adapter to find the record before creating again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from bridge import canonical
+from bridge.adapters.base import Adapter, ExternalRecord
+from bridge.adapters.errors import (
+    AdapterError,
+    ConflictError,
+    NotFoundError,
+    Verdict,
+    classify,
+)
+from bridge.canonical import utcnow
+from bridge.engine import customers as cust
+from bridge.engine.retry import backoff_seconds
+from bridge.runtime import Runtime
+from bridge.store.models import Attempt, Customer, Delivery, DeliveryState, Link, SystemState
+
+log = logging.getLogger("posbridge.push")
+
+MAX_CONFLICT_ROUNDS = 3
+
+
+@dataclass
+class PushResult:
+    outcome: str  # done | noop | retry | failed | paused | busy | not_due | already
+    action: str = "none"
+    wait: float | None = None
+    follow_up: int | None = None  # a delivery that was waiting behind this one
+
+
+def push(rt: Runtime, delivery_id: int) -> PushResult:
+    claimed = _claim(rt, delivery_id)
+    if isinstance(claimed, PushResult):
+        return claimed
+    target = claimed
+    adapter = rt.adapter(target)
+    started = time.monotonic()
+    started_at = utcnow()
+    action = "none"
+    try:
+        action, record, values = _write(rt, adapter, delivery_id)
+    except Exception as err:
+        return _failed_attempt(rt, delivery_id, target, err, action, started, started_at)
+    return _finish(rt, delivery_id, target, action, record, values, started, started_at)
+
+
+def _claim(rt: Runtime, delivery_id: int) -> PushResult | str:
+    now = utcnow()
+    try:
+        with rt.db.session() as session:
+            delivery = session.scalar(select(Delivery).where(Delivery.id == delivery_id).with_for_update())
+            if delivery is None or delivery.state != DeliveryState.PENDING:
+                return PushResult("already")
+            wait = (delivery.next_attempt_at - now).total_seconds()
+            if wait > 0.05:
+                return PushResult("not_due", wait=wait)
+            paused = session.get(SystemState, delivery.target)
+            if paused is not None and paused.paused:
+                delivery.enqueued_at = None  # the probe that unpauses re-enqueues it
+                return PushResult("paused")
+            delivery.state = DeliveryState.IN_FLIGHT
+            delivery.lease_until = now + timedelta(seconds=rt.settings.lease_s)
+            delivery.attempts += 1
+            target = delivery.target
+    except IntegrityError:
+        # Another delivery for this (customer, target) is in flight; it hands over to
+        # this one when it finishes (see _follow_up), so nothing is lost by returning.
+        return PushResult("busy")
+    return target
+
+
+def _write(rt: Runtime, adapter: Adapter, delivery_id: int) -> tuple[str, ExternalRecord | None, dict[str, Any]]:
+    """Do the vendor call(s). Returns (action, record written or found, projected values)."""
+    region = rt.settings.default_region
+    for _round in range(MAX_CONFLICT_ROUNDS):
+        with rt.db.session() as session:
+            delivery = session.get_one(Delivery, delivery_id)
+            customer = cust.lock_customer(session, delivery.customer_id)
+            link = session.scalar(
+                select(Link).where(Link.customer_id == customer.id, Link.system == delivery.target)
+            )
+            if delivery.op == "delete":
+                if link is None or link.external_id is None:
+                    return "none", None, {}
+                ext_id, version = link.external_id, link.external_version
+                values: dict[str, Any] = {}
+            else:
+                if customer.deleted or customer.merged_into:
+                    return "none", None, {}
+                state = cust.load_state(customer)
+                wanted = canonical.values_of(state, adapter.fields)
+                values = cust.project(adapter, state, region)
+                digest = canonical.projection_hash(values)
+                if link is not None and link.synced_at is not None and link.projection_hash == digest:
+                    return "none", None, values
+                key = delivery.idempotency_key
+                creating = link is None or link.synced_at is None
+                if creating and (link is None or link.create_started_at is None):
+                    # Record the intent before the call: a retry then looks before it creates.
+                    if link is None:
+                        link = Link(customer_id=customer.id, system=delivery.target)
+                        session.add(link)
+                    link.external_id = adapter.preassigned_id(key)
+                    link.create_key = key
+                    link.create_started_at = utcnow()
+                    first_create = True
+                else:
+                    first_create = False
+                ext_id = link.external_id if link is not None else None
+                version = link.external_version if link is not None else None
+        if delivery.op == "delete":
+            assert ext_id is not None
+            try:
+                adapter.delete(ext_id, version)
+            except NotFoundError:
+                pass
+            return "delete", None, {}
+        native = adapter.from_canonical(wanted)
+        if creating:
+            if not first_create:
+                found = adapter.find_existing(values, key)
+                if found is not None:
+                    record_found(rt, delivery_id, found)
+                    continue  # linked now: the next round updates it if it differs
+            return "create", adapter.create(native, key), values
+        assert ext_id is not None
+        try:
+            return "update", adapter.update(ext_id, native, version), values
+        except ConflictError:
+            # Someone edited it at the till since our version: fold their change in
+            # (field by field, by timestamp) and try again with the fresh version.
+            current = adapter.fetch(ext_id)
+            if current is None:
+                raise NotFoundError(f"{adapter.name} record {ext_id} disappeared") from None
+            absorb(rt, adapter, delivery_id, current)
+        except NotFoundError:
+            # Deleted over there behind our back: forget the link, create afresh next round.
+            forget_link(rt, delivery_id)
+    raise ConflictError(f"still conflicting after {MAX_CONFLICT_ROUNDS} rounds")
+
+
+def record_found(rt: Runtime, delivery_id: int, record: ExternalRecord) -> None:
+    """A lost create turned out to have succeeded: link it as if we had seen the answer."""
+    with rt.db.session() as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        adapter = rt.adapter(delivery.target)
+        link = session.scalar(
+            select(Link).where(Link.customer_id == delivery.customer_id, Link.system == delivery.target)
+        )
+        if link is None:
+            link = Link(customer_id=delivery.customer_id, system=delivery.target)
+            session.add(link)
+        _store_written(link, adapter, record, rt.settings.default_region)
+
+
+def absorb(rt: Runtime, adapter: Adapter, delivery_id: int, record: ExternalRecord) -> None:
+    """Merge a record read back from the target into the canonical customer."""
+    from bridge.engine.ingest import apply_record
+
+    with rt.db.session() as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        apply_record(session, rt, adapter, delivery.target, record, None, delivery.correlation_id, utcnow())
+
+
+def forget_link(rt: Runtime, delivery_id: int) -> None:
+    with rt.db.session() as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        link = session.scalar(
+            select(Link).where(Link.customer_id == delivery.customer_id, Link.system == delivery.target)
+        )
+        if link is not None:
+            session.delete(link)
+
+
+def _store_written(link: Link, adapter: Adapter, record: ExternalRecord, region: str) -> None:
+    values = cust.held_values(adapter, record.native, region)
+    link.external_id = record.external_id
+    link.external_version = record.version
+    link.last_values = values
+    link.projection_hash = canonical.projection_hash(values)
+    if record.updated_at is not None:
+        link.source_updated_at = record.updated_at
+    link.synced_at = utcnow()
+    link.create_started_at = None
+
+
+def _finish(
+    rt: Runtime,
+    delivery_id: int,
+    target: str,
+    action: str,
+    record: ExternalRecord | None,
+    values: dict[str, Any],
+    started: float,
+    started_at: datetime,
+) -> PushResult:
+    now = utcnow()
+    with rt.db.session() as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        adapter = rt.adapter(target)
+        if record is not None:
+            link = session.scalar(
+                select(Link).where(Link.customer_id == delivery.customer_id, Link.system == target)
+            )
+            if link is None:
+                link = Link(customer_id=delivery.customer_id, system=target)
+                session.add(link)
+            clash = session.scalar(
+                select(Link).where(Link.system == target, Link.external_id == record.external_id, Link.id != link.id)
+                if link.id is not None
+                else select(Link).where(Link.system == target, Link.external_id == record.external_id)
+            )
+            if clash is not None:
+                # An ingest linked this record to another canonical customer before our
+                # answer was recorded: they are the same person, so fold them together.
+                keep = cust.lock_customer(session, delivery.customer_id)
+                other = cust.lock_customer(session, clash.customer_id)
+                session.delete(clash)
+                session.flush()
+                cust.merge_customers(session, keep, other, now)
+            _store_written(link, adapter, record, rt.settings.default_region)
+        elif action == "delete":
+            link = session.scalar(
+                select(Link).where(Link.customer_id == delivery.customer_id, Link.system == target)
+            )
+            if link is not None:
+                session.delete(link)
+        delivery.state = DeliveryState.DONE if action != "none" else DeliveryState.SUPERSEDED
+        delivery.finished_at = now
+        delivery.lease_until = None
+        delivery.last_error = None
+        session.add(
+            Attempt(
+                delivery_id=delivery_id,
+                started_at=started_at,
+                duration_ms=(time.monotonic() - started) * 1000,
+                action=action,
+                outcome="ok" if action != "none" else "noop",
+                http_status=None,
+            )
+        )
+        follow = _follow_up(session, delivery)
+    return PushResult("done" if action != "none" else "noop", action=action, follow_up=follow)
+
+
+def _follow_up(session: Any, delivery: Delivery) -> int | None:
+    return session.scalar(  # type: ignore[no-any-return]
+        select(Delivery.id).where(
+            Delivery.customer_id == delivery.customer_id,
+            Delivery.target == delivery.target,
+            Delivery.state == DeliveryState.PENDING,
+        )
+    )
+
+
+def _failed_attempt(
+    rt: Runtime,
+    delivery_id: int,
+    target: str,
+    err: BaseException,
+    action: str,
+    started: float,
+    started_at: datetime,
+) -> PushResult:
+    verdict = classify(err)
+    status = err.status if isinstance(err, AdapterError) else None
+    now = utcnow()
+    settings = rt.settings
+    log.warning("push of delivery %s to %s: %s (%s)", delivery_id, target, verdict.verdict, verdict.reason)
+    with rt.db.session() as session:
+        delivery = session.get_one(Delivery, delivery_id)
+        session.add(
+            Attempt(
+                delivery_id=delivery_id,
+                started_at=started_at,
+                duration_ms=(time.monotonic() - started) * 1000,
+                action=action,
+                outcome=verdict.verdict.value,
+                http_status=status,
+                error=verdict.reason[:2000],
+            )
+        )
+        delivery.last_error = verdict.reason[:2000]
+        delivery.lease_until = None
+        follow = None
+        if verdict.verdict == Verdict.AUTH:
+            pause(session, target, verdict.reason, now, settings.probe_interval_s)
+            delivery.attempts = max(0, delivery.attempts - 1)  # not the customer's fault
+            result = _back_to_pending(session, delivery, now + timedelta(seconds=settings.probe_interval_s))
+            if result is not None:
+                return result
+            delivery.enqueued_at = None
+            return PushResult("paused")
+        if verdict.verdict == Verdict.FAIL or delivery.attempts >= settings.max_attempts:
+            delivery.state = DeliveryState.FAILED
+            delivery.finished_at = now
+            follow = _follow_up(session, delivery)
+            return PushResult("failed", follow_up=follow)
+        delay = backoff_seconds(
+            delivery.attempts, base=settings.retry_base_s, cap=settings.retry_cap_s, retry_after=verdict.retry_after
+        )
+        result = _back_to_pending(session, delivery, now + timedelta(seconds=delay))
+        if result is not None:
+            return result
+        delivery.enqueued_at = now if delay <= settings.short_wait_s else None
+        return PushResult("retry", wait=delay)
+
+
+def _back_to_pending(session: Any, delivery: Delivery, when: datetime) -> PushResult | None:
+    """Return the delivery to the queue, or hand over to a newer waiting one."""
+    newer = _follow_up(session, delivery)
+    if newer is not None:
+        # A newer delivery already waits for this pair and will push the latest state.
+        delivery.state = DeliveryState.SUPERSEDED
+        delivery.finished_at = utcnow()
+        waiting = session.get(Delivery, newer)
+        if waiting is not None and waiting.next_attempt_at < when:
+            waiting.next_attempt_at = when
+            waiting.attempts = max(waiting.attempts, delivery.attempts)
+        return PushResult("retry", wait=(when - utcnow()).total_seconds(), follow_up=None)
+    delivery.state = DeliveryState.PENDING
+    delivery.next_attempt_at = when
+    return None
+
+
+def pause(session: Any, system: str, reason: str, now: datetime, probe_in: float) -> None:
+    state = session.get(SystemState, system)
+    if state is None:
+        state = SystemState(system=system)
+        session.add(state)
+    if not state.paused:
+        state.paused_at = now
+    state.paused = True
+    state.reason = reason[:2000]
+    state.next_probe_at = now + timedelta(seconds=probe_in)
+
+
+def delivery_customer(rt: Runtime, delivery_id: int) -> Customer | None:
+    with rt.db.session() as session:
+        delivery = session.get(Delivery, delivery_id)
+        return session.get(Customer, delivery.customer_id) if delivery else None

@@ -1,0 +1,1 @@
+"""The HTTP face of the bridge: webhooks, poll triggers, health, metrics, ops page."""

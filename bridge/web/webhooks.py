@@ -1,0 +1,112 @@
+"""`POST /webhooks/{system}`: verify, parse, record durably, then enqueue.
+
+Order matters: nothing is stored for a request that fails the size limit (413), the
+signature (401) or parsing (400/422); the inbox row is committed before we answer 200,
+and ingest is enqueued only after that commit.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.adapters.base import Capability, WebhookRequest
+from bridge.adapters.errors import PayloadError, SignatureError
+from bridge.engine.inbox import record_events
+from bridge.runtime import Runtime
+
+log = logging.getLogger("posbridge.web")
+
+
+class BodyTooLarge(Exception):  # noqa: N818
+    pass
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def problem(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": reason}, status_code=status)
+
+
+async def receive_webhook(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    system = request.path_params["system"]
+    if system not in rt.systems or Capability.WEBHOOKS not in rt.classes[system].capabilities:
+        return problem(404, f"no webhook endpoint for system {system!r}")
+    adapter = rt.adapter(system)
+    try:
+        body = await read_limited(request, rt.settings.max_body_bytes)
+    except BodyTooLarge:
+        log.warning("webhook for %s refused: body over %d bytes", system, rt.settings.max_body_bytes)
+        return problem(413, f"body larger than {rt.settings.max_body_bytes} bytes")
+    hook = WebhookRequest(
+        url=str(request.url),
+        headers={k.lower(): v for k, v in request.headers.items()},
+        body=body,
+        path_token=request.path_params.get("token"),
+    )
+    try:
+        adapter.verify_webhook(hook)
+    except SignatureError as err:
+        log.warning("webhook for %s refused: %s", system, err)
+        return problem(401, "signature verification failed")
+    try:
+        batch = adapter.parse_webhook(hook)
+    except PayloadError as err:
+        log.warning("webhook for %s malformed: %s", system, err.reason)
+        return problem(err.status if err.status in (400, 422) else 400, err.reason)
+    for event_type in batch.unknown:
+        log.warning("webhook for %s: unknown event type %r acknowledged and ignored", system, event_type)
+    for event_type in batch.ignored:
+        log.info("webhook for %s: event type %r ignored by design", system, event_type)
+    new_ids, duplicates = await run_in_threadpool(_store, rt, system, batch.events, body)
+    if new_ids:
+        try:
+            await run_in_threadpool(rt.dispatch.ingest, new_ids)
+        except Exception as err:  # broker down: the rows are safe, the sweeper sends them later
+            log.error("enqueue of inbox %s failed, the sweeper will retry: %s", new_ids, err)
+    return JSONResponse(
+        {
+            "accepted": len(new_ids),
+            "duplicates": duplicates,
+            "ignored": batch.ignored + batch.unknown,
+        }
+    )
+
+
+def _store(rt: Runtime, system: str, events: list, body: bytes) -> tuple[list[int], int]:  # type: ignore[type-arg]
+    with rt.db.session() as session:
+        return record_events(session, system, events, body)
+
+
+async def trigger_poll(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    system = request.path_params["system"]
+    token = rt.settings.trigger_token
+    header = request.headers.get("authorization", "")
+    scheme, _, given = header.partition(" ")
+    if token is None or scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.get_secret_value().encode()
+    ):
+        return problem(401, "a valid bearer token is required")
+    caps = rt.classes[system].capabilities if system in rt.systems else frozenset()
+    if Capability.POLLING not in caps and Capability.ORDERS not in caps:
+        return problem(404, f"system {system!r} is not enabled for polling")
+    await run_in_threadpool(rt.dispatch.poll, system)
+    return JSONResponse({"queued": system}, status_code=202)

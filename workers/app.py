@@ -1,0 +1,99 @@
+"""The Celery app. Queues: `ingest`, `push.<system>` (one per target, so a slow POS cannot
+starve the others), `poll` and `maintenance`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+
+from bridge.adapters import registry
+from bridge.adapters.base import Capability
+from bridge.config import Settings, get_settings
+from workers import broker
+
+broker.install()
+
+
+
+def queues_for(settings: Settings) -> list[str]:
+    return ["ingest", "poll", "maintenance", *(f"push.{s}" for s in settings.systems)]
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    schedule: dict[str, dict[str, Any]] = {
+        "sweep": {"task": "posbridge.sweep", "schedule": settings.sweep_interval_s, "options": {"queue": "maintenance"}},
+        "prune-inbox": {"task": "posbridge.prune_inbox", "schedule": 3600.0, "options": {"queue": "maintenance"}},
+    }
+    classes = registry.available(settings.extra_adapters)
+    from bridge.config import load_adapter_settings
+
+    for system in settings.systems:
+        cls = classes.get(system)
+        if cls is None:
+            continue
+        if Capability.POLLING in cls.capabilities or Capability.ORDERS in cls.capabilities:
+            interval = load_adapter_settings(system, cls.settings_model).poll_interval_s
+            schedule[f"poll-{system}"] = {
+                "task": "posbridge.poll", "schedule": interval, "args": [system], "options": {"queue": "poll"},
+            }
+    return schedule
+
+
+def configure(app: Celery, settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    broker = settings.broker
+    transport_options: dict[str, Any] = {}
+    if broker.startswith("sqla+"):
+        from pathlib import Path
+
+        from sqlalchemy.engine import make_url
+
+        database = make_url(broker[len("sqla+"):]).database
+        if database:
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        transport_options = {"connect_args": {"timeout": 30, "check_same_thread": False}}
+    elif broker.startswith(("redis://", "rediss://")):
+        # Longer than any countdown we ever set; long waits live in the database.
+        transport_options = {"visibility_timeout": 3600}
+    app.conf.update(
+        broker_url=broker,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue="ingest",
+        task_create_missing_queues=True,
+        worker_hijack_root_logger=False,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        beat_schedule=beat_schedule(settings),
+        beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+@worker_process_init.connect
+def _after_fork(**_kwargs: Any) -> None:
+    # Connections and HTTP pools must not be shared across the fork.
+    from bridge.runtime import set_runtime
+    from bridge.store.db import dispose_all
+
+    dispose_all()
+    set_runtime(None)
+
+
+def build_app(settings: Settings | None = None, *, tasks: bool = True) -> Celery:
+    """A Celery app for these settings; `tasks=False` for one that only sends."""
+    celery = Celery("posbridge", include=["workers.tasks"] if tasks else [])
+    return configure(celery, settings)
+
+
+app = build_app()

@@ -1,0 +1,128 @@
+"""The tasks. Each re-checks the database before acting: a task is a hint, not an order."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import select, update
+
+from bridge.canonical import utcnow
+from bridge.engine import ingest as ingest_mod
+from bridge.engine import poll as poll_mod
+from bridge.engine import push as push_mod
+from bridge.engine import sweep as sweep_mod
+from bridge.runtime import Runtime, get_runtime
+from bridge.store.models import Delivery, DeliveryState
+from workers.app import app
+
+log = logging.getLogger("posbridge.tasks")
+
+
+def _run_pushes(rt: Runtime, planned: list[tuple[str, int]]) -> None:
+    for target, delivery_id in planned:
+        rt.dispatch.push(target, delivery_id, countdown=rt.settings.coalesce_window_s)
+
+
+@app.task(name="posbridge.ingest", queue="ingest")
+def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
+    rt = get_runtime()
+    ids = [inbox_ids] if isinstance(inbox_ids, int) else list(inbox_ids)
+    outcomes: dict[str, int] = {}
+    for inbox_id in ids:
+        result = ingest_mod.ingest(rt, inbox_id)
+        outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
+        _run_pushes(rt, result.deliveries)
+        if result.outcome == "retry" and result.retry_in is not None and result.retry_in <= rt.settings.short_wait_s:
+            rt.dispatch.ingest([inbox_id], countdown=result.retry_in)
+    return outcomes
+
+
+@app.task(name="posbridge.push")
+def push(delivery_id: int) -> dict[str, Any]:
+    rt = get_runtime()
+    result = push_mod.push(rt, delivery_id)
+    if result.outcome == "not_due" and result.wait is not None and result.wait <= rt.settings.short_wait_s:
+        target = _target(rt, delivery_id)
+        if target:
+            rt.dispatch.push(target, delivery_id, countdown=result.wait)
+    elif result.outcome == "retry" and result.wait is not None and result.wait <= rt.settings.short_wait_s:
+        target = _target(rt, delivery_id)
+        if target:
+            rt.dispatch.push(target, delivery_id, countdown=result.wait)
+    if result.follow_up is not None:
+        target = _target(rt, result.follow_up)
+        if target:
+            rt.dispatch.push(target, result.follow_up)
+    return {"outcome": result.outcome, "action": result.action}
+
+
+def _target(rt: Runtime, delivery_id: int) -> str | None:
+    with rt.db.session() as session:
+        return session.scalar(select(Delivery.target).where(Delivery.id == delivery_id))
+
+
+@app.task(name="posbridge.poll", queue="poll")
+def poll(system: str) -> dict[str, Any]:
+    report = poll_mod.poll(get_runtime(), system)
+    return {"seen": report.seen, "new": report.new, "skipped": report.skipped}
+
+
+@app.task(name="posbridge.sweep", queue="maintenance")
+def sweep() -> dict[str, Any]:
+    report = sweep_mod.sweep(get_runtime())
+    return {
+        "reclaimed": report.reclaimed,
+        "deliveries": len(report.deliveries),
+        "inbox": len(report.inbox),
+        "resumed": report.resumed,
+    }
+
+
+@app.task(name="posbridge.prune_inbox", queue="maintenance")
+def prune_inbox() -> int:
+    return sweep_mod.prune_inbox(get_runtime())
+
+
+def retry_deliveries(rt: Runtime, *, delivery_id: int | None = None, system: str | None = None) -> list[int]:
+    """Put failed deliveries back in the queue (fresh attempts); shared by CLI, Flower and ops page."""
+    now = utcnow()
+    with rt.db.session() as session:
+        query = select(Delivery).where(Delivery.state == DeliveryState.FAILED)
+        if delivery_id is not None:
+            query = query.where(Delivery.id == delivery_id)
+        if system is not None:
+            query = query.where(Delivery.target == system)
+        revived: list[tuple[str, int]] = []
+        for delivery in session.scalars(query.with_for_update()):
+            waiting = session.scalar(
+                select(Delivery.id).where(
+                    Delivery.customer_id == delivery.customer_id,
+                    Delivery.target == delivery.target,
+                    Delivery.state == DeliveryState.PENDING,
+                )
+            )
+            if waiting is not None:
+                session.execute(update(Delivery).where(Delivery.id == waiting).values(next_attempt_at=now))
+                delivery.state = DeliveryState.SUPERSEDED
+                revived.append((delivery.target, waiting))
+                continue
+            delivery.state = DeliveryState.PENDING
+            delivery.attempts = 0
+            delivery.next_attempt_at = now
+            delivery.enqueued_at = now
+            delivery.finished_at = None
+            revived.append((delivery.target, delivery.id))
+    for target, revived_id in revived:
+        rt.dispatch.push(target, revived_id)
+    return [i for _, i in revived]
+
+
+@app.task(name="posbridge.retry_delivery", queue="maintenance")
+def retry_delivery(delivery_id: int) -> list[int]:
+    return retry_deliveries(get_runtime(), delivery_id=int(delivery_id))
+
+
+@app.task(name="posbridge.retry_failed", queue="maintenance")
+def retry_failed(system: str | None = None) -> list[int]:
+    return retry_deliveries(get_runtime(), system=system or None)
