@@ -50,9 +50,7 @@ TEXT_FIELDS: tuple[str, ...] = (
     CUSTOMER_CODE,
     HOMEPAGE,
 )
-ALL_FIELDS: frozenset[str] = frozenset(
-    (*TEXT_FIELDS, EMAIL, *PHONE_FIELDS, *ADDRESS_FIELDS, BIRTHDAY)
-)
+ALL_FIELDS: frozenset[str] = frozenset((*TEXT_FIELDS, EMAIL, *PHONE_FIELDS, *ADDRESS_FIELDS, BIRTHDAY))
 
 ADDRESS_KEYS: tuple[str, ...] = ("line1", "line2", "line3", "city", "region", "postal_code", "country")
 
@@ -227,13 +225,13 @@ def merge_fields(
         if current is None:
             if value is None:
                 continue
-        elif at < current.at:
+        elif at < current.at or (
+            at == current.at
+            and current.source != source
+            and order.get(source, len(order)) >= order.get(current.source, len(order))
+        ):
             rejected.append(field)
             continue
-        elif at == current.at and current.source != source:
-            if order.get(source, len(order)) >= order.get(current.source, len(order)):
-                rejected.append(field)
-                continue
         state[field] = FieldState(value=value, source=source, at=at)
         changed.append(field)
     return MergeOutcome(changed=changed, rejected=rejected)

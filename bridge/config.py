@@ -93,7 +93,7 @@ def env_prefix(system: str) -> str:
 def load_adapter_settings(system: str, model: type[AdapterSettings]) -> AdapterSettings:
     """Read one system's settings; a missing credential names its variable."""
     try:
-        return model(_env_prefix=env_prefix(system))  # type: ignore[call-arg]
+        return model(_env_prefix=env_prefix(system))
     except ValidationError as err:
         problems = []
         for item in err.errors():

@@ -56,13 +56,22 @@ class Runtime:
 
     def adapter_settings(self, system: str) -> AdapterSettings:
         if system not in self._adapter_settings:
-            self._adapter_settings[system] = load_adapter_settings(system, self.classes[system].settings_model)
+            self._adapter_settings[system] = load_adapter_settings(
+                system, self.classes[system].settings_model
+            )
         return self._adapter_settings[system]
 
     def validate(self) -> None:
         """Fail at start-up, naming the variable, when an enabled system lacks settings."""
         for system in self.systems:
-            self.adapter_settings(system)
+            conf = self.adapter_settings(system)
+            if conf.timeout_s >= self.settings.lease_s:
+                # A push whose request can outlive its lease may be retried while the first
+                # request is still on its way to the POS: a duplicate create.
+                raise ConfigError(
+                    f"POSBRIDGE_{system.upper()}_TIMEOUT_S ({conf.timeout_s}) must be below "
+                    f"POSBRIDGE_LEASE_S ({self.settings.lease_s})"
+                )
 
     def adapter(self, system: str) -> Adapter:
         if system not in self.settings.systems:

@@ -70,6 +70,7 @@ class Stack:
             **{f"POSBRIDGE_{n.upper()}_BASE_URL": s.url for n, s in self.sandbox_servers.items()},
             **{f"POSBRIDGE_{n.upper()}_TOKEN": f"token-{n}" for n in self.sandboxes},
             **{f"POSBRIDGE_{n.upper()}_POLL_INTERVAL_S": "3600" for n in self.sandboxes},
+            **{f"POSBRIDGE_{n.upper()}_TIMEOUT_S": "3" for n in self.sandboxes},
             **(extra_env or {}),
         }
         self._saved = {k: os.environ.get(k) for k in self.env}
@@ -115,10 +116,18 @@ class Stack:
     def reset(self) -> None:
         from bridge.store import models as m
 
-        wait_for(lambda: self.idle(), timeout=30, what="previous work to finish")
+        wait_for(self.idle, timeout=30, what="previous work to finish")
         with self.rt.db.session() as s:
-            for table in (m.Attempt, m.Delivery, m.Order, m.MatchKey, m.Link, m.InboxEvent, m.PollCursor,
-                          m.SystemState):
+            for table in (
+                m.Attempt,
+                m.Delivery,
+                m.Order,
+                m.MatchKey,
+                m.Link,
+                m.InboxEvent,
+                m.PollCursor,
+                m.SystemState,
+            ):
                 s.execute(delete(table))
             s.execute(m.Customer.__table__.update().values(merged_into=None))
             s.execute(delete(m.Customer))
@@ -150,7 +159,9 @@ class Stack:
         return self.call(system, "POST", "/_sandbox/edit", json={"id": record_id, "fields": fields})  # type: ignore[no-any-return]
 
     def truth(self, system: str) -> list[dict[str, Any]]:
-        return [c for c in self.call(system, "GET", "/_sandbox/customers")["customers"] if not c.get("deleted")]
+        return [
+            c for c in self.call(system, "GET", "/_sandbox/customers")["customers"] if not c.get("deleted")
+        ]
 
     def writes(self, system: str) -> int:
         return int(self.call(system, "GET", "/_sandbox/stats")["writes"])
@@ -172,7 +183,8 @@ class Stack:
 
         return (
             self.count(InboxEvent, InboxEvent.state == InboxState.PENDING) == 0
-            and self.count(Delivery, Delivery.state.in_([DeliveryState.PENDING, DeliveryState.IN_FLIGHT])) == 0
+            and self.count(Delivery, Delivery.state.in_([DeliveryState.PENDING, DeliveryState.IN_FLIGHT]))
+            == 0
         )
 
     def settle(self, timeout: float = 30.0) -> None:

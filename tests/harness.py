@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,9 @@ class ServerThread:
         self.thread.join(timeout=5)
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, what: str = "") -> Any:
+def wait_for(
+    predicate: Callable[[], Any], timeout: float = 20.0, interval: float = 0.1, what: str = ""
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -128,14 +130,33 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "workers", "worker", "-B",
-                "-Q", queues, "-c", str(self.concurrency), "--loglevel", "INFO",
-                "-n", f"w{uuid.uuid4().hex[:6]}@%h",
-                "-s", str(Path(self.env["POSBRIDGE_VAR_DIR"]) / f"beat-{uuid.uuid4().hex[:6]}"),
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers",
+                "worker",
+                "-B",
+                "-Q",
+                queues,
+                "-c",
+                str(self.concurrency),
+                "--loglevel",
+                "INFO",
+                "-n",
+                f"w{uuid.uuid4().hex[:6]}@%h",
+                "-s",
+                str(Path(self.env["POSBRIDGE_VAR_DIR"]) / f"beat-{uuid.uuid4().hex[:6]}"),
             ],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        wait_for(lambda: b"ready." in self.log_path.read_bytes() or self._dead(), timeout=60, what="worker ready")
+        wait_for(
+            lambda: b"ready." in self.log_path.read_bytes() or self._dead(), timeout=60, what="worker ready"
+        )
         if self._dead():
             raise RuntimeError(f"worker died: {self.log_path.read_text()[-3000:]}")
         return self
@@ -145,7 +166,9 @@ class WorkerProcess:
 
     def children(self) -> list[int]:
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, check=False
+        ).stdout
         return [int(p) for p in out.split()]
 
     def kill9(self) -> None:

@@ -14,7 +14,13 @@ from tests.conftest import Stack
 
 
 def person(**extra: str) -> dict[str, str]:
-    return {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com", "phone": "+14155550100", **extra}
+    return {
+        "first_name": "Ada",
+        "last_name": "Lovelace",
+        "email": "ada@example.com",
+        "phone": "+14155550100",
+        **extra,
+    }
 
 
 def test_till_create_reaches_other_system_once_and_echo_costs_nothing(clean: Stack) -> None:
@@ -41,9 +47,9 @@ def test_webhook_delivered_three_times_makes_one_ingest_and_one_write(clean: Sta
     st.faults("mema", webhooks_enabled=False)
     created = st.edit("mema", person())
     # Replay the exact signed webhook three times, as a vendor retrying would.
-    from tests.memorypos.sandbox import sign
-
     import json
+
+    from tests.memorypos.sandbox import sign
 
     body = json.dumps({"event_id": "evt-1", "type": "customer.created", "customer": created}).encode()
     headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
@@ -62,14 +68,15 @@ def test_older_event_after_newer_changes_nothing(clean: Stack) -> None:
     st.faults("mema", webhooks_enabled=False)
     v1 = st.edit("mema", person())
     v2 = st.edit("mema", {"email": "ada@newmail.example"}, v1["id"])
-    from tests.memorypos.sandbox import sign
-
     import json
+
+    from tests.memorypos.sandbox import sign
 
     def send(event_id: str, customer: dict[str, object]) -> None:
         body = json.dumps({"event_id": event_id, "type": "customer.updated", "customer": customer}).encode()
         r = httpx.post(
-            f"{st.web.url}/webhooks/mema", content=body,
+            f"{st.web.url}/webhooks/mema",
+            content=body,
             headers={"x-memory-signature": sign("memsecret", body)},
         )
         assert r.status_code == 200
@@ -129,7 +136,9 @@ def test_till_edits_in_both_systems_merge_field_by_field(clean: Stack) -> None:
     st.faults("memb", webhooks_enabled=True)
     # Deliver both changes: a poll trigger reads them (webhooks were off).
     for system in ("mema", "memb"):
-        r = httpx.post(f"{st.web.url}/triggers/poll/{system}", headers={"authorization": "Bearer trigger-secret"})
+        r = httpx.post(
+            f"{st.web.url}/triggers/poll/{system}", headers={"authorization": "Bearer trigger-secret"}
+        )
         assert r.status_code == 202
     st.settle()
     for system in ("mema", "memb"):

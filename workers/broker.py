@@ -14,11 +14,11 @@ from kombu.transport.sqlalchemy import Transport as _SQLATransport
 from sqlalchemy import event
 
 
-class SQLiteTransport(_SQLATransport):  # type: ignore[misc]
+class SQLiteTransport(_SQLATransport):
     polling_interval = 0.05
 
     def __init__(self, client: Any, **kwargs: Any) -> None:
-        super().__init__(client, **kwargs)
+        super().__init__(client, **kwargs)  # type: ignore[no-untyped-call]
         _patch_channel(self.Channel)
 
 

@@ -13,8 +13,10 @@ log = logging.getLogger("posbridge.dispatch")
 class CeleryDispatcher:
     def __init__(self, celery: Celery | None = None) -> None:
         if celery is None:
-            from workers.app import app as celery
-        self.app = celery
+            from workers.app import app as default_app
+
+            celery = default_app
+        self.app: Celery = celery
 
     def ingest(self, inbox_ids: list[int], countdown: float = 0.0) -> None:
         if inbox_ids:

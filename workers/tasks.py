@@ -14,7 +14,7 @@ from bridge.engine import push as push_mod
 from bridge.engine import sweep as sweep_mod
 from bridge.runtime import Runtime, get_runtime
 from bridge.store.models import Delivery, DeliveryState
-from workers.app import app
+from workers.app import task
 
 log = logging.getLogger("posbridge.tasks")
 
@@ -24,7 +24,7 @@ def _run_pushes(rt: Runtime, planned: list[tuple[str, int]]) -> None:
         rt.dispatch.push(target, delivery_id, countdown=rt.settings.coalesce_window_s)
 
 
-@app.task(name="posbridge.ingest", queue="ingest")
+@task("posbridge.ingest", queue="ingest")
 def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
     rt = get_runtime()
     ids = [inbox_ids] if isinstance(inbox_ids, int) else list(inbox_ids)
@@ -33,20 +33,19 @@ def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
         result = ingest_mod.ingest(rt, inbox_id)
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
         _run_pushes(rt, result.deliveries)
-        if result.outcome == "retry" and result.retry_in is not None and result.retry_in <= rt.settings.short_wait_s:
-            rt.dispatch.ingest([inbox_id], countdown=result.retry_in)
+        retry_in = result.retry_in
+        if result.outcome == "retry" and retry_in is not None and retry_in <= rt.settings.short_wait_s:
+            rt.dispatch.ingest([inbox_id], countdown=retry_in)
     return outcomes
 
 
-@app.task(name="posbridge.push")
+@task("posbridge.push")
 def push(delivery_id: int) -> dict[str, Any]:
     rt = get_runtime()
     result = push_mod.push(rt, delivery_id)
-    if result.outcome == "not_due" and result.wait is not None and result.wait <= rt.settings.short_wait_s:
-        target = _target(rt, delivery_id)
-        if target:
-            rt.dispatch.push(target, delivery_id, countdown=result.wait)
-    elif result.outcome == "retry" and result.wait is not None and result.wait <= rt.settings.short_wait_s:
+    # Short waits ride a countdown; longer ones are the sweeper's (see engine.retry).
+    short = result.wait is not None and result.wait <= rt.settings.short_wait_s
+    if result.outcome in ("not_due", "retry") and short and result.wait is not None:
         target = _target(rt, delivery_id)
         if target:
             rt.dispatch.push(target, delivery_id, countdown=result.wait)
@@ -62,13 +61,13 @@ def _target(rt: Runtime, delivery_id: int) -> str | None:
         return session.scalar(select(Delivery.target).where(Delivery.id == delivery_id))
 
 
-@app.task(name="posbridge.poll", queue="poll")
+@task("posbridge.poll", queue="poll")
 def poll(system: str) -> dict[str, Any]:
     report = poll_mod.poll(get_runtime(), system)
     return {"seen": report.seen, "new": report.new, "skipped": report.skipped}
 
 
-@app.task(name="posbridge.sweep", queue="maintenance")
+@task("posbridge.sweep", queue="maintenance")
 def sweep() -> dict[str, Any]:
     report = sweep_mod.sweep(get_runtime())
     return {
@@ -79,7 +78,7 @@ def sweep() -> dict[str, Any]:
     }
 
 
-@app.task(name="posbridge.prune_inbox", queue="maintenance")
+@task("posbridge.prune_inbox", queue="maintenance")
 def prune_inbox() -> int:
     return sweep_mod.prune_inbox(get_runtime())
 
@@ -118,11 +117,11 @@ def retry_deliveries(rt: Runtime, *, delivery_id: int | None = None, system: str
     return [i for _, i in revived]
 
 
-@app.task(name="posbridge.retry_delivery", queue="maintenance")
+@task("posbridge.retry_delivery", queue="maintenance")
 def retry_delivery(delivery_id: int) -> list[int]:
     return retry_deliveries(get_runtime(), delivery_id=int(delivery_id))
 
 
-@app.task(name="posbridge.retry_failed", queue="maintenance")
+@task("posbridge.retry_failed", queue="maintenance")
 def retry_failed(system: str | None = None) -> list[int]:
     return retry_deliveries(get_runtime(), system=system or None)

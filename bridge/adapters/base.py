@@ -283,9 +283,7 @@ class Adapter:
         """After a create whose outcome is unknown: the record it made, if it made one."""
         raise NotImplementedError
 
-    def create_many(
-        self, items: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[ExternalRecord | Exception]:
+    def create_many(self, items: Sequence[tuple[str, dict[str, Any]]]) -> list[ExternalRecord | Exception]:
         """Bulk create (key, native) pairs; per-item result or error. Default: one by one."""
         results: list[ExternalRecord | Exception] = []
         for key, native in items:
@@ -303,4 +301,3 @@ class Adapter:
     def from_canonical(self, values: Values) -> dict[str, Any]:
         """Canonical values (keys of `fields`) → the native payload for create/update."""
         raise NotImplementedError
-

@@ -98,9 +98,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
-def error_for_status(
-    status: int, reason: str, *, retry_after: float | None = None
-) -> AdapterError:
+def error_for_status(status: int, reason: str, *, retry_after: float | None = None) -> AdapterError:
     """The generic HTTP status → error rule every adapter starts from."""
     if status in (401, 403):
         return AuthError(reason, status=status)

@@ -8,16 +8,24 @@ Extra adapters (a retailer's own, or the test suite's in-memory one) can be load
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 from bridge.adapters.base import Adapter
 
 ADAPTERS: dict[str, str] = {
+    "square": "bridge.adapters.square:SquareAdapter",
+    "onsite": "bridge.adapters.onsite:OnSiteAdapter",
+    "lsone": "bridge.adapters.lsone:LSOneAdapter",
 }
 
 
-def load_class(path: str) -> type[Adapter]:
+def load_object(path: str) -> Any:
     module_name, _, attr = path.partition(":")
-    cls = getattr(importlib.import_module(module_name), attr)
+    return getattr(importlib.import_module(module_name), attr)
+
+
+def load_class(path: str) -> type[Adapter]:
+    cls = load_object(path)
     if not (isinstance(cls, type) and issubclass(cls, Adapter)):
         raise TypeError(f"{path} is not an Adapter subclass")
     return cls

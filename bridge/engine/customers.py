@@ -129,8 +129,10 @@ def plan_deliveries(
             log.warning("customer %s cannot be projected to %s: %s", customer.id, target, err)
             continue
         link = session.scalar(select(Link).where(Link.customer_id == customer.id, Link.system == target))
-        if link is not None and link.synced_at is not None and link.projection_hash == canonical.projection_hash(
-            wanted
+        if (
+            link is not None
+            and link.synced_at is not None
+            and link.projection_hash == canonical.projection_hash(wanted)
         ):
             continue
         if link is None and not any(v for v in wanted.values()):
@@ -193,7 +195,12 @@ def merge_customers(session: Session, keep: Customer, drop: Customer, now: datet
         else:
             log.warning(
                 "merging %s into %s: both linked in %s (%s, %s); keeping %s",
-                drop.id, keep.id, link.system, clash.external_id, link.external_id, clash.external_id,
+                drop.id,
+                keep.id,
+                link.system,
+                clash.external_id,
+                link.external_id,
+                clash.external_id,
             )
             session.delete(link)
     session.flush()

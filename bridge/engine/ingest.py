@@ -36,7 +36,7 @@ from bridge.store.models import (
 log = logging.getLogger("posbridge.ingest")
 
 
-class Deferred(Exception):  # noqa: N818 - control flow, not an error
+class Deferred(Exception):
     """The event cannot be decided yet (a create of ours may explain it); try again soon."""
 
 
@@ -64,13 +64,18 @@ def ingest(rt: Runtime, inbox_id: int) -> IngestResult:
             record = adapter.fetch(event.external_id)
             if record is None:
                 event = InboundEvent(
-                    event_id=event.event_id, kind=EventKind.DELETE, external_id=event.external_id,
-                    event_type=event.event_type, occurred_at=event.occurred_at,
+                    event_id=event.event_id,
+                    kind=EventKind.DELETE,
+                    external_id=event.external_id,
+                    event_type=event.event_type,
+                    occurred_at=event.occurred_at,
                 )
         for attempt in range(4):
             try:
                 with rt.db.session() as session:
-                    row = session.scalar(select(InboxEvent).where(InboxEvent.id == inbox_id).with_for_update())
+                    row = session.scalar(
+                        select(InboxEvent).where(InboxEvent.id == inbox_id).with_for_update()
+                    )
                     if row is None or row.state != InboxState.PENDING:
                         return IngestResult("already")
                     result = apply_event(session, rt, adapter, system, event, record, correlation_id)
@@ -102,7 +107,10 @@ def ingest(rt: Runtime, inbox_id: int) -> IngestResult:
             row = session.get(InboxEvent, inbox_id)
             attempts = (row.attempts if row else 0) + 1
         delay = backoff_seconds(
-            attempts, base=rt.settings.retry_base_s, cap=rt.settings.retry_cap_s, retry_after=verdict.retry_after
+            attempts,
+            base=rt.settings.retry_base_s,
+            cap=rt.settings.retry_cap_s,
+            retry_after=verdict.retry_after,
         )
         return _reschedule(rt, inbox_id, verdict.reason, delay, count=True)
     return IngestResult("noop")
@@ -187,15 +195,16 @@ def apply_record(
         elif link.create_started_at and link.create_started_at > now - timedelta(seconds=rt.settings.lease_s):
             # Our create with a caller-chosen id (Fieldpine) is still being recorded.
             raise Deferred(f"create of {record.external_id} in {system} is in flight")
-        customer = None if link is None else cust.lock_customer(session, link.customer_id)
-        if customer is None:
-            customer = cust.find_match(session, rt, incoming, system)
-        if customer is None:
+        found = None if link is None else cust.lock_customer(session, link.customer_id)
+        if found is None:
+            found = cust.find_match(session, rt, incoming, system)
+        if found is None:
             customer = Customer(fields={}, created_at=now)
             session.add(customer)
             session.flush()
             outcome = "created"
         else:
+            customer = found
             outcome = "linked"
         if link is None:
             link = Link(customer_id=customer.id, system=system, external_id=record.external_id)
@@ -216,7 +225,9 @@ def apply_record(
     _advance(link, record, at)
     link.synced_at = link.synced_at or now
     session.flush()
-    deliveries = cust.plan_deliveries(session, rt, customer, source=system, correlation_id=correlation_id, now=now)
+    deliveries = cust.plan_deliveries(
+        session, rt, customer, source=system, correlation_id=correlation_id, now=now
+    )
     return IngestResult(outcome, customer.id, deliveries)
 
 
@@ -326,7 +337,12 @@ def repoint_merged(
 
 
 def apply_order(
-    session: Session, rt: Runtime, system: str, order: ExternalOrder, correlation_id: str | None, now: datetime
+    session: Session,
+    rt: Runtime,
+    system: str,
+    order: ExternalOrder,
+    correlation_id: str | None,
+    now: datetime,
 ) -> IngestResult:
     row = session.scalar(select(Order).where(Order.system == system, Order.external_id == order.external_id))
     if row is None:
@@ -352,7 +368,9 @@ def apply_order(
         row.customer_id = None
         return IngestResult("order_unlinked")
     row.customer_id = customer.id
-    deliveries = cust.plan_deliveries(session, rt, customer, source=system, correlation_id=correlation_id, now=now)
+    deliveries = cust.plan_deliveries(
+        session, rt, customer, source=system, correlation_id=correlation_id, now=now
+    )
     return IngestResult("order_linked", customer.id, deliveries)
 
 
@@ -360,6 +378,8 @@ def link_orders(session: Session, customer: Customer) -> None:
     code = cust.values(customer).get(canonical.CUSTOMER_CODE)
     if not code:
         return
-    for order in session.scalars(select(Order).where(Order.customer_id.is_(None), Order.customer_ref.is_not(None))):
+    for order in session.scalars(
+        select(Order).where(Order.customer_id.is_(None), Order.customer_ref.is_not(None))
+    ):
         if order.customer_ref and order.customer_ref.casefold() == str(code).casefold():
             order.customer_id = customer.id

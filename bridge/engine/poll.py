@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 
 from bridge.adapters.base import Capability, EventKind, InboundEvent
-from bridge.canonical import utcnow
+from bridge.canonical import projection_hash, utcnow
 from bridge.engine.inbox import record_events
 from bridge.runtime import Runtime
 from bridge.store.models import PollCursor
@@ -56,12 +56,16 @@ def poll(rt: Runtime, system: str, *, lease_s: float = 600.0) -> PollReport:
     try:
         if Capability.ORDERS in adapter.capabilities:
             for order in adapter.poll_orders(since):
-                stamp = order.updated_at.isoformat() if order.updated_at else order.status
+                # Orders may change without a change time (LS One): key on the content.
+                stamp = projection_hash(order.native)[:16]
                 events.append(
                     InboundEvent(
-                        event_id=f"poll:order:{order.external_id}:{order.status}:{stamp}",
-                        kind=EventKind.ORDER, external_id=order.external_id,
-                        event_type="order.polled", order=order, occurred_at=order.updated_at,
+                        event_id=f"poll:order:{order.external_id}:{stamp}",
+                        kind=EventKind.ORDER,
+                        external_id=order.external_id,
+                        event_type="order.polled",
+                        order=order,
+                        occurred_at=order.updated_at,
                     )
                 )
                 newest = _later(newest, order.updated_at)
@@ -71,15 +75,19 @@ def poll(rt: Runtime, system: str, *, lease_s: float = 600.0) -> PollReport:
                     events = []
         if Capability.POLLING in adapter.capabilities and Capability.ORDERS not in adapter.capabilities:
             for record in adapter.poll(since):
-                stamp = str(record.version) if record.version is not None else (
-                    record.updated_at.isoformat() if record.updated_at else "?"
+                stamp = (
+                    str(record.version)
+                    if record.version is not None
+                    else (record.updated_at.isoformat() if record.updated_at else "?")
                 )
                 events.append(
                     InboundEvent(
                         event_id=f"poll:{record.external_id}:{stamp}",
                         kind=EventKind.DELETE if record.deleted else EventKind.UPSERT,
-                        external_id=record.external_id, event_type="customer.polled",
-                        record=record, occurred_at=record.updated_at,
+                        external_id=record.external_id,
+                        event_type="customer.polled",
+                        record=record,
+                        occurred_at=record.updated_at,
                     )
                 )
                 newest = _later(newest, record.updated_at)

@@ -7,6 +7,7 @@ the call and, when retried, ask the adapter to find the record before creating a
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -85,9 +86,13 @@ def _claim(rt: Runtime, delivery_id: int) -> PushResult | str:
     return target
 
 
-def _write(rt: Runtime, adapter: Adapter, delivery_id: int) -> tuple[str, ExternalRecord | None, dict[str, Any]]:
+def _write(
+    rt: Runtime, adapter: Adapter, delivery_id: int
+) -> tuple[str, ExternalRecord | None, dict[str, Any]]:
     """Do the vendor call(s). Returns (action, record written or found, projected values)."""
     region = rt.settings.default_region
+    ext_id: str | None
+    version: int | None
     for _round in range(MAX_CONFLICT_ROUNDS):
         with rt.db.session() as session:
             delivery = session.get_one(Delivery, delivery_id)
@@ -126,10 +131,8 @@ def _write(rt: Runtime, adapter: Adapter, delivery_id: int) -> tuple[str, Extern
                 version = link.external_version if link is not None else None
         if delivery.op == "delete":
             assert ext_id is not None
-            try:
+            with contextlib.suppress(NotFoundError):  # already gone is what we wanted
                 adapter.delete(ext_id, version)
-            except NotFoundError:
-                pass
             return "delete", None, {}
         native = adapter.from_canonical(wanted)
         if creating:
@@ -222,7 +225,9 @@ def _finish(
                 link = Link(customer_id=delivery.customer_id, system=target)
                 session.add(link)
             clash = session.scalar(
-                select(Link).where(Link.system == target, Link.external_id == record.external_id, Link.id != link.id)
+                select(Link).where(
+                    Link.system == target, Link.external_id == record.external_id, Link.id != link.id
+                )
                 if link.id is not None
                 else select(Link).where(Link.system == target, Link.external_id == record.external_id)
             )
@@ -313,7 +318,10 @@ def _failed_attempt(
             follow = _follow_up(session, delivery)
             return PushResult("failed", follow_up=follow)
         delay = backoff_seconds(
-            delivery.attempts, base=settings.retry_base_s, cap=settings.retry_cap_s, retry_after=verdict.retry_after
+            delivery.attempts,
+            base=settings.retry_base_s,
+            cap=settings.retry_cap_s,
+            retry_after=verdict.retry_after,
         )
         result = _back_to_pending(session, delivery, now + timedelta(seconds=delay))
         if result is not None:

@@ -13,7 +13,12 @@ _rng = random.SystemRandom()
 
 
 def backoff_seconds(
-    attempt: int, *, base: float, cap: float, retry_after: float | None = None, rng: random.Random | None = None
+    attempt: int,
+    *,
+    base: float,
+    cap: float,
+    retry_after: float | None = None,
+    rng: random.Random | None = None,
 ) -> float:
     """Full jitter: uniform(0, min(cap, base * 2**(attempt-1))), never below Retry-After."""
     ceiling = min(cap, base * (2 ** max(0, attempt - 1)))

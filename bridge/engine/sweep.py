@@ -45,8 +45,13 @@ def sweep(rt: Runtime) -> SweepReport:
             .limit(BATCH)
         ):
             session.add(
-                Attempt(delivery_id=delivery.id, started_at=now, action="none", outcome="lost",
-                        error="lease expired: the worker died or lost the task")
+                Attempt(
+                    delivery_id=delivery.id,
+                    started_at=now,
+                    action="none",
+                    outcome="lost",
+                    error="lease expired: the worker died or lost the task",
+                )
             )
             delivery.lease_until = None
             if _back_to_pending(session, delivery, now) is None:

@@ -36,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 log = logging.getLogger("posbridge.sandbox")
 
 
-class ResponseLost(Exception):  # noqa: N818 - it is an event, not a programming error
+class ResponseLost(Exception):
     """Raised after a committed request to make the caller lose the response."""
 
 
@@ -260,11 +260,9 @@ class _FaultLayer:
         injected: Response | None = None
         if faults.down:
             injected = sb.error(503, "SERVICE_UNAVAILABLE", "the POS is down")
-        elif faults.rate_limit_requests is not None and not sb.limiter.allow(
+        elif (faults.rate_limit_requests is not None and not sb.limiter.allow(
             sb.rate_limit_key(request), faults.rate_limit_requests, faults.rate_limit_window_s
-        ):
-            injected = sb.rate_limited()
-        elif faults.rate_limit_rate and sb.rng.random() < faults.rate_limit_rate:
+        )) or (faults.rate_limit_rate and sb.rng.random() < faults.rate_limit_rate):
             injected = sb.rate_limited()
         elif faults.error_rate and sb.rng.random() < faults.error_rate:
             injected = sb.error(500, "INTERNAL_SERVER_ERROR", "injected server error")
@@ -317,6 +315,7 @@ class Sandbox:
         self.persist_path = persist_path
         self.stats: dict[str, Any] = {}
         self._reset_stats()
+
         @contextlib.asynccontextmanager
         async def lifespan(_app: Starlette) -> AsyncIterator[None]:
             yield
@@ -394,7 +393,7 @@ class Sandbox:
             match, _ = route.matches(scope)
             if match == Match.FULL:
                 return str(getattr(route, "path", scope["path"]))
-        return scope["path"]
+        return str(scope["path"])
 
     # -- control API -------------------------------------------------------------------
     def _reset_stats(self) -> None:

@@ -22,7 +22,7 @@ from bridge.runtime import Runtime
 log = logging.getLogger("posbridge.web")
 
 
-class BodyTooLarge(Exception):  # noqa: N818
+class BodyTooLarge(Exception):
     pass
 
 
@@ -101,8 +101,10 @@ async def trigger_poll(request: Request) -> Response:
     token = rt.settings.trigger_token
     header = request.headers.get("authorization", "")
     scheme, _, given = header.partition(" ")
-    if token is None or scheme.lower() != "bearer" or not hmac.compare_digest(
-        given.strip().encode(), token.get_secret_value().encode()
+    if (
+        token is None
+        or scheme.lower() != "bearer"
+        or not hmac.compare_digest(given.strip().encode(), token.get_secret_value().encode())
     ):
         return problem(401, "a valid bearer token is required")
     caps = rt.classes[system].capabilities if system in rt.systems else frozenset()

@@ -5,7 +5,7 @@ optimistic concurrency, signed webhooks for every change (also the bridge's own)
 idempotency key on create (so crash safety rests on lookup), and the kit's faults.
 """
 
-from tests.memorypos.adapter import MemoryA, MemoryB, MemoryAdapter, MemorySettings
+from tests.memorypos.adapter import MemoryA, MemoryAdapter, MemoryB, MemorySettings
 from tests.memorypos.sandbox import MemorySandbox
 
 __all__ = ["MemoryA", "MemoryAdapter", "MemoryB", "MemorySandbox", "MemorySettings"]

@@ -48,7 +48,9 @@ class MemorySandbox(Sandbox):
         body = json.dumps(
             {"event_id": str(uuid.uuid4()), "type": kind, "customer": stored}, separators=(",", ":")
         ).encode()
-        self.emit_webhook(body, {"content-type": "application/json", "x-memory-signature": sign(self.secret, body)})
+        self.emit_webhook(
+            body, {"content-type": "application/json", "x-memory-signature": sign(self.secret, body)}
+        )
         return stored
 
     def _new(self, fields: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,268 @@
+"""Lightspeed OnSite: XML over HTTPS, polled, with LOCK/PUT/UNLOCK updates.
+
+OnSite has no webhooks, no record versions and no idempotency keys. Changes are found
+by searching on the modified date; creates are made crash-safe by `find_existing`,
+which looks the record up by e-mail, phone and name and accepts only a record whose
+whole projection is the one we sent.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from typing import Any, ClassVar, overload
+from zoneinfo import ZoneInfo
+
+import httpx
+from pydantic import ValidationError
+
+from bridge.adapters.base import (
+    Adapter,
+    AdapterSettings,
+    Capability,
+    ExternalRecord,
+    WebhookBatch,
+    WebhookRequest,
+)
+from bridge.adapters.errors import AdapterError, LockContentionError, PermanentError, RetryableError
+from bridge.adapters.onsite import mapping, webhook
+from bridge.adapters.onsite.client import FILTER, OnSiteClient, quote
+from bridge.adapters.onsite.models import Customer
+from bridge.adapters.onsite.settings import OnSiteSettings
+from bridge.canonical import (
+    COMPANY_NAME,
+    EMAIL,
+    FAMILY_NAME,
+    GIVEN_NAME,
+    Values,
+    normalize,
+)
+
+log = logging.getLogger("posbridge.adapters.onsite")
+
+# How many candidates per search `find_existing` checks; a create we lost is recent
+# and unique on its whole projection, so a short list is plenty.
+FIND_EXISTING_CANDIDATES = 25
+
+
+class PerInstanceFields:
+    """`fields` that depend on settings (the customer code is mapped only when configured).
+
+    On the class it reads as the fields every OnSite install holds; on an instance, as
+    that instance's fields. The contract declares `fields` as a ClassVar; this keeps
+    class-level readers working while letting the setting decide.
+    """
+
+    def __init__(self, default: frozenset[str]) -> None:
+        self.default = default
+
+    @overload
+    def __get__(self, obj: None, owner: type[Any]) -> frozenset[str]: ...
+    @overload
+    def __get__(self, obj: object, owner: type[Any]) -> frozenset[str]: ...
+    def __get__(self, obj: object | None, owner: type[Any]) -> frozenset[str]:
+        if obj is None:
+            return self.default
+        fields: frozenset[str] = getattr(obj, "_fields", self.default)
+        return fields
+
+
+class OnSiteAdapter(Adapter):
+    name: ClassVar[str] = "onsite"
+    title: ClassVar[str] = "Lightspeed OnSite"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.POLLING, Capability.CREATE, Capability.UPDATE}
+    )
+    settings_model: ClassVar[type[AdapterSettings]] = OnSiteSettings
+    fields = PerInstanceFields(mapping.BASE_FIELDS)
+    handled_events: ClassVar[frozenset[str]] = frozenset(webhook.HANDLERS)
+    ignored_events: ClassVar[frozenset[str]] = webhook.IGNORED
+    max_bulk: ClassVar[int] = 1
+    sandbox_class: ClassVar[str | None] = "bridge.adapters.onsite.sandbox:OnSiteSandbox"
+
+    def __init__(self, settings: AdapterSettings, transport: httpx.BaseTransport | None = None) -> None:
+        if not isinstance(settings, OnSiteSettings):
+            raise TypeError(f"OnSiteAdapter needs OnSiteSettings, got {type(settings).__name__}")
+        super().__init__(settings, transport)
+        self.config = settings
+        self.code_field = settings.customer_code_field
+        self._fields = mapping.fields_for(self.code_field)
+        self.zone = ZoneInfo(settings.server_timezone)
+        self._onsite: OnSiteClient | None = None
+
+    # -- plumbing ----------------------------------------------------------------------
+    def default_headers(self) -> dict[str, str]:
+        return {
+            "User-Agent": f"{self.config.app_id}/{self.config.app_version}",
+            "X-PAPPID": self.config.private_app_id.get_secret_value(),
+            "Accept": "application/xml",
+        }
+
+    def http_client(self) -> httpx.Client:
+        if self._client is None:
+            self._client = httpx.Client(
+                base_url=self.config.base_url,
+                timeout=self.config.timeout_s,
+                transport=self.transport,
+                headers=self.default_headers(),
+                auth=httpx.BasicAuth(self.config.username, self.config.password.get_secret_value()),
+                verify=self.config.verify_tls,
+            )
+        return self._client
+
+    @property
+    def client(self) -> OnSiteClient:
+        http = self.http_client()
+        if self._onsite is None or self._onsite.http is not http:
+            self._onsite = OnSiteClient(http, page_size=self.config.page_size)
+        return self._onsite
+
+    def close(self) -> None:
+        """Log out first: an abandoned session keeps a licence seat until it idles out."""
+        if self._client is not None and self._onsite is not None and self._onsite.has_session:
+            try:
+                self._onsite.logout()
+            except (AdapterError, httpx.HTTPError) as err:
+                log.warning("OnSite logout failed; the session will idle out: %s", err)
+        self._onsite = None
+        super().close()
+
+    # -- records -----------------------------------------------------------------------
+    def _updated_at(self, modified: str | None) -> datetime | None:
+        if not modified:
+            return None
+        try:
+            when = datetime.fromisoformat(modified)
+        except ValueError:
+            log.warning("OnSite sent an unreadable modified time %r", modified)
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=self.zone)
+        return when.astimezone(UTC)
+
+    def _record(self, customer: Customer) -> ExternalRecord:
+        if customer.id is None:
+            raise PermanentError("OnSite returned a customer without an id")
+        return ExternalRecord(
+            external_id=str(customer.id),
+            native=customer.native(),
+            version=None,
+            updated_at=self._updated_at(customer.modified),
+        )
+
+    @staticmethod
+    def _id(external_id: str) -> int | None:
+        try:
+            return int(external_id)
+        except ValueError:
+            return None
+
+    def _server_time(self, when: datetime) -> str:
+        aware = when if when.tzinfo else when.replace(tzinfo=UTC)
+        return aware.astimezone(self.zone).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+    # -- webhooks: none ----------------------------------------------------------------
+    def parse_webhook(self, request: WebhookRequest) -> WebhookBatch:
+        return webhook.parse(request)
+
+    # -- reads -------------------------------------------------------------------------
+    def probe(self) -> None:
+        self.client.list_customers(count=1)
+
+    def fetch(self, external_id: str) -> ExternalRecord | None:
+        customer_id = self._id(external_id)
+        if customer_id is None:
+            return None
+        customer = self.client.get(customer_id)
+        return self._record(customer) if customer is not None else None
+
+    def poll(self, since: datetime | None) -> Iterator[ExternalRecord]:
+        # Search rows carry only a few columns (no modified time, no addresses), so
+        # each match is re-read in full; pages are fetched lazily as the engine consumes.
+        filters = f"{FILTER}modified_date >= {quote(self._server_time(since))}" if since else ""
+        for customer_id in self.client.search_ids(filters):
+            customer = self.client.get(customer_id)
+            if customer is not None:  # gone between the search and the read
+                yield self._record(customer)
+
+    # -- writes ------------------------------------------------------------------------
+    def _native_customer(self, native: Mapping[str, Any]) -> Customer:
+        try:
+            return Customer.from_native(dict(native))
+        except ValidationError as err:
+            raise PermanentError(f"not an OnSite customer payload: {err}") from err
+
+    def create(self, native: dict[str, Any], idempotency_key: str) -> ExternalRecord:
+        # OnSite has no idempotency key; `find_existing` covers a create whose answer is lost.
+        return self._record(self.client.create(self._native_customer(native)))
+
+    def update(self, external_id: str, native: dict[str, Any], version: int | None) -> ExternalRecord:
+        customer_id = self._id(external_id)
+        if customer_id is None:
+            raise PermanentError(f"{external_id!r} is not an OnSite customer id", status=404)
+        body = self._native_customer(native)
+        client = self.client
+        try:
+            client.lock(customer_id)
+        except LockContentionError:
+            raise
+        except RetryableError:
+            # The LOCK may have been taken with only its answer lost: give it back.
+            self._release(customer_id)
+            raise
+        updated: Customer | None = None
+        try:
+            updated = client.put(customer_id, body)
+        finally:
+            # Always release: a lock left behind blocks the till until our session ends.
+            failure = self._release(customer_id)
+            if failure is not None and updated is not None:
+                raise RetryableError(
+                    f"customer {customer_id} was updated but UNLOCK failed: {failure}"
+                ) from failure
+        return self._record(updated)
+
+    def _release(self, customer_id: int) -> Exception | None:
+        """UNLOCK, reporting (not raising) a failure so it never hides the original error."""
+        try:
+            self.client.unlock(customer_id)
+        except (AdapterError, httpx.HTTPError) as err:
+            log.warning("UNLOCK of customer %s failed: %s", customer_id, err)
+            return err
+        return None
+
+    def find_existing(self, values: Values, idempotency_key: str) -> ExternalRecord | None:
+        expected = normalize(mapping.project(normalize(self._restrict(values)), self.code_field))
+        queries: list[str] = []
+        if expected.get(EMAIL):
+            queries.append(f"{FILTER}email = {quote(expected[EMAIL])}")
+        sent = self.from_canonical(expected)
+        for phone in sent["phone_numbers"]:
+            if phone["number"]:
+                queries.append(f"{FILTER}phone = {quote(phone['number'])}")
+        person = " ".join(p for p in (expected.get(GIVEN_NAME), expected.get(FAMILY_NAME)) if p)
+        if person or expected.get(COMPANY_NAME):
+            queries.append(f"{FILTER}name = {quote(person or expected[COMPANY_NAME])}")
+        tried: set[int] = set()
+        for query in queries:
+            for customer_id in self.client.search_ids(query, limit=FIND_EXISTING_CANDIDATES):
+                if customer_id in tried:
+                    continue
+                tried.add(customer_id)
+                customer = self.client.get(customer_id)
+                if customer is None:
+                    continue
+                if normalize(self.to_canonical(customer.native())) == expected:
+                    return self._record(customer)
+        return None
+
+    def _restrict(self, values: Mapping[str, Any]) -> Values:
+        return {field: values.get(field) for field in self.fields}
+
+    # -- mapping -----------------------------------------------------------------------
+    def to_canonical(self, native: Mapping[str, Any]) -> Values:
+        return mapping.to_canonical(native, self.code_field)
+
+    def from_canonical(self, values: Values) -> dict[str, Any]:
+        return mapping.from_canonical(values, self.code_field)

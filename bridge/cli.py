@@ -1,0 +1,307 @@
+"""`posbridge`: run, inspect and repair the bridge.
+
+Every listing prints a Rich table in a terminal and JSON with `--json` (or when piped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from bridge.config import ConfigError, Settings, effective_config, get_settings
+
+console = Console(stderr=False)
+
+
+def _runtime() -> Any:
+    from bridge import logs
+    from bridge.runtime import get_runtime
+
+    settings = get_settings()
+    rt = get_runtime()
+    rt.validate()
+    logs.configure(settings.log_level, json_lines=settings.log_json, secrets=logs.all_secrets(rt))
+    return rt
+
+
+def _emit(rows: list[dict[str, Any]], as_json: bool, title: str, columns: list[str] | None = None) -> None:
+    if as_json or not sys.stdout.isatty():
+        click.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table(title=title)
+    columns = columns or (list(rows[0]) if rows else [])
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
+    console.print(table)
+
+
+@click.group()
+@click.version_option(package_name="posbridge")
+def main() -> None:
+    """posbridge keeps customers in step across Square, Loyverse, Fieldpine, OnSite and LS One."""
+
+
+# -- running --------------------------------------------------------------------------------
+@main.command()
+@click.option("--host", default=None, help="bind address (POSBRIDGE_WEB_HOST)")
+@click.option("--port", default=None, type=int, help="port (POSBRIDGE_WEB_PORT)")
+def web(host: str | None, port: int | None) -> None:
+    """Run the web app (webhooks, triggers, health, ops page)."""
+    import uvicorn
+
+    from bridge.web.app import create_app
+
+    rt = _runtime()
+    settings: Settings = rt.settings
+    rt.db.upgrade()
+    uvicorn.run(
+        create_app(rt),
+        host=host or settings.web_host,
+        port=port or settings.web_port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
+
+
+def _worker_argv(settings: Settings, *, beat: bool, queues: str | None, concurrency: int | None) -> list[str]:
+    from workers.app import queues_for
+
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "worker",
+        "-Q",
+        queues or ",".join(queues_for(settings)),
+        "-c",
+        str(concurrency or settings.worker_concurrency),
+        "--loglevel",
+        settings.log_level,
+    ]
+    if beat:
+        argv += ["-B", "-s", str(settings.var_dir / "celerybeat-schedule")]
+    return argv
+
+
+@main.command()
+@click.option("--queues", "-Q", default=None, help="comma-separated queues (default: all)")
+@click.option("--concurrency", "-c", default=None, type=int)
+@click.option("--beat/--no-beat", default=False, help="embed beat (one machine only)")
+def worker(queues: str | None, concurrency: int | None, beat: bool) -> None:
+    """Run a Celery worker."""
+    rt = _runtime()
+    rt.db.upgrade()
+    os.execv(sys.executable, _worker_argv(rt.settings, beat=beat, queues=queues, concurrency=concurrency))
+
+
+@main.command()
+def beat() -> None:
+    """Run Celery beat (exactly one per deployment)."""
+    rt = _runtime()
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "beat",
+        "--loglevel",
+        rt.settings.log_level,
+        "-s",
+        str(rt.settings.var_dir / "celerybeat-schedule"),
+    ]
+    os.execv(sys.executable, argv)
+
+
+@main.command()
+@click.option("--host", default=None)
+@click.option("--port", default=None, type=int)
+def serve(host: str | None, port: int | None) -> None:
+    """Web, worker and beat together, for one machine."""
+    rt = _runtime()
+    rt.db.upgrade()
+    settings: Settings = rt.settings
+    procs = [
+        subprocess.Popen(_worker_argv(settings, beat=True, queues=None, concurrency=None)),
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bridge.cli",
+                "web",
+                "--host",
+                host or settings.web_host,
+                "--port",
+                str(port or settings.web_port),
+            ]
+        ),
+    ]
+    click.echo(
+        f"posbridge serving on http://{host or settings.web_host}:{port or settings.web_port}", err=True
+    )
+
+    def stop(*_: Any) -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+    finally:
+        stop()
+        for proc in procs:
+            proc.wait(timeout=30)
+    sys.exit(max((p.returncode or 0) for p in procs))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply migrations (idempotent)."""
+    from bridge.store.migrate import current, upgrade
+
+    settings = get_settings()
+    upgrade(settings.db_url)
+    click.echo(f"database at revision {current(settings.db_url)}")
+
+
+# -- inspecting -----------------------------------------------------------------------------
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def status(as_json: bool) -> None:
+    """Per system: linked customers, pending/failed deliveries, paused, poll lag."""
+    from bridge.ops.status import system_status
+
+    rows = system_status(_runtime())
+    _emit(
+        rows,
+        as_json,
+        "posbridge status",
+        ["system", "linked", "pending", "failed", "inbox_pending", "paused", "paused_reason", "poll_lag_s"],
+    )
+
+
+@main.command()
+@click.option("--failed", is_flag=True, help="only failed deliveries")
+@click.option("--state", default=None, help="pending | in_flight | done | failed | superseded")
+@click.option("--system", default=None)
+@click.option("--limit", default=100, type=int)
+@click.option("--json", "as_json", is_flag=True)
+def deliveries(failed: bool, state: str | None, system: str | None, limit: int, as_json: bool) -> None:
+    """List deliveries, newest first."""
+    from bridge.ops.status import delivery_rows
+
+    rows = delivery_rows(_runtime(), state="failed" if failed else state, system=system, limit=limit)
+    _emit(rows, as_json, "deliveries", ["id", "customer", "target", "state", "attempts", "last_error"])
+
+
+@main.command()
+@click.argument("delivery_id", required=False, type=int)
+@click.option("--failed", is_flag=True, help="every failed delivery")
+@click.option("--system", default=None, help="with --failed: only this target")
+def retry(delivery_id: int | None, failed: bool, system: str | None) -> None:
+    """Re-queue one failed delivery, or all of them."""
+    from workers.tasks import retry_deliveries
+
+    if (delivery_id is None) == (not failed):
+        raise click.UsageError("give a delivery id or --failed")
+    revived = retry_deliveries(_runtime(), delivery_id=delivery_id, system=system)
+    click.echo(json.dumps({"requeued": revived}))
+    if delivery_id is not None and not revived:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("customer_id")
+@click.option("--json", "as_json", is_flag=True)
+def customer(customer_id: str, as_json: bool) -> None:
+    """One customer: fields with provenance, links, deliveries, orders."""
+    from bridge.ops.status import customer_view
+
+    view = customer_view(_runtime(), customer_id)
+    if view is None:
+        raise click.ClickException(f"no customer {customer_id}")
+    if as_json or not sys.stdout.isatty():
+        click.echo(json.dumps(view, indent=2, default=str))
+        return
+    console.print(
+        f"[bold]{view['display_name']}[/bold] {view['id']}" + (" (deleted)" if view["deleted"] else "")
+    )
+    fields = [{"field": k, **v} for k, v in view["fields"].items()]
+    _emit(fields, False, "fields", ["field", "value", "source", "at"])
+    _emit(view["links"], False, "links", ["system", "external_id", "version", "synced_at"])
+    _emit(view["deliveries"], False, "deliveries", ["id", "target", "state", "attempts", "last_error"])
+    _emit(view["orders"], False, "orders", ["system", "id", "reference", "status"])
+
+
+@main.group()
+def config() -> None:
+    """Configuration."""
+
+
+@config.command("show")
+@click.option("--json", "as_json", is_flag=True)
+def config_show(as_json: bool) -> None:
+    """The effective configuration, secrets masked."""
+    from bridge.runtime import Runtime
+
+    settings = get_settings()
+    rt = Runtime(settings)
+    adapters = {system: rt.adapter_settings(system) for system in rt.systems}
+    values = effective_config(settings, adapters)
+    rows = [{"variable": k, "value": v} for k, v in values.items()]
+    _emit(rows, as_json, "effective configuration", ["variable", "value"])
+
+
+# -- sandboxes ------------------------------------------------------------------------------
+@main.command()
+@click.argument("system")
+@click.option("--port", default=8100, type=int)
+@click.option("--host", default="127.0.0.1")
+@click.option("--webhook-url", default=None, help="where the sandbox sends its webhooks")
+@click.option("--token", "tokens", multiple=True, help="accept only these credentials")
+def sandbox(system: str, port: int, host: str, webhook_url: str | None, tokens: tuple[str, ...]) -> None:
+    """Run one POS simulator on a port."""
+    import uvicorn
+
+    from bridge.adapters import registry
+
+    classes = registry.available(get_settings().extra_adapters)
+    if system not in classes or not classes[system].sandbox_class:
+        raise click.BadParameter(f"no sandbox for {system!r}; known: {sorted(classes)}")
+    cls = registry.load_object(classes[system].sandbox_class or "")
+    instance = cls(webhook_url=webhook_url, tokens=list(tokens) or None)
+    click.echo(f"{system} sandbox on http://{host}:{port} (control API under /_sandbox/)", err=True)
+    uvicorn.run(instance.app, host=host, port=port, log_level="warning")
+
+
+def run() -> None:
+    try:
+        main()
+    except ConfigError as err:
+        click.echo(f"configuration error: {err}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()
