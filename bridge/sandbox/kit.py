@@ -260,9 +260,12 @@ class _FaultLayer:
         injected: Response | None = None
         if faults.down:
             injected = sb.error(503, "SERVICE_UNAVAILABLE", "the POS is down")
-        elif (faults.rate_limit_requests is not None and not sb.limiter.allow(
-            sb.rate_limit_key(request), faults.rate_limit_requests, faults.rate_limit_window_s
-        )) or (faults.rate_limit_rate and sb.rng.random() < faults.rate_limit_rate):
+        elif (
+            faults.rate_limit_requests is not None
+            and not sb.limiter.allow(
+                sb.rate_limit_key(request), faults.rate_limit_requests, faults.rate_limit_window_s
+            )
+        ) or (faults.rate_limit_rate and sb.rng.random() < faults.rate_limit_rate):
             injected = sb.rate_limited()
         elif faults.error_rate and sb.rng.random() < faults.error_rate:
             injected = sb.error(500, "INTERNAL_SERVER_ERROR", "injected server error")

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The test command: install into ./.venv, check types and lint, run the whole suite.
+# Needs Postgres, Redis and RabbitMQ on loopback (scripts/services.sh starts them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e '.[dev]'
+
+bash scripts/services.sh
+
+echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
+echo "== mypy --strict"; .venv/bin/mypy
+echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
