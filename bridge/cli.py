@@ -166,7 +166,11 @@ def serve(host: str | None, port: int | None) -> None:
     finally:
         stop()
         for proc in procs:
-            proc.wait(timeout=30)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
     sys.exit(max((p.returncode or 0) for p in procs))
 
 

@@ -14,6 +14,7 @@ from bridge.adapters.base import Adapter
 
 ADAPTERS: dict[str, str] = {
     "square": "bridge.adapters.square:SquareAdapter",
+    "fieldpine": "bridge.adapters.fieldpine:FieldpineAdapter",
     "loyverse": "bridge.adapters.loyverse:LoyverseAdapter",
     "onsite": "bridge.adapters.onsite:OnSiteAdapter",
     "lsone": "bridge.adapters.lsone:LSOneAdapter",

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.runtime import Runtime, get_runtime
+from bridge.web.batcher import InboxBatcher
 from bridge.web.webhooks import receive_webhook, trigger_poll
 
 
@@ -50,6 +51,7 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await app.state.batcher.close()
         app.state.runtime.close()
 
     app = Starlette(
@@ -63,4 +65,5 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.runtime = runtime or get_runtime()
+    app.state.batcher = InboxBatcher(app.state.runtime)
     return app

@@ -16,7 +16,6 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.adapters.base import Capability, WebhookRequest
 from bridge.adapters.errors import PayloadError, SignatureError
-from bridge.engine.inbox import record_events
 from bridge.runtime import Runtime
 
 log = logging.getLogger("posbridge.web")
@@ -75,12 +74,9 @@ async def receive_webhook(request: Request) -> Response:
         log.warning("webhook for %s: unknown event type %r acknowledged and ignored", system, event_type)
     for event_type in batch.ignored:
         log.info("webhook for %s: event type %r ignored by design", system, event_type)
-    new_ids, duplicates = await run_in_threadpool(_store, rt, system, batch.events, body)
-    if new_ids:
-        try:
-            await run_in_threadpool(rt.dispatch.ingest, new_ids)
-        except Exception as err:  # broker down: the rows are safe, the sweeper sends them later
-            log.error("enqueue of inbox %s failed, the sweeper will retry: %s", new_ids, err)
+    new_ids, duplicates = (
+        await request.app.state.batcher.record(system, batch.events, body) if batch.events else ([], 0)
+    )
     return JSONResponse(
         {
             "accepted": len(new_ids),
@@ -88,11 +84,6 @@ async def receive_webhook(request: Request) -> Response:
             "ignored": batch.ignored + batch.unknown,
         }
     )
-
-
-def _store(rt: Runtime, system: str, events: list, body: bytes) -> tuple[list[int], int]:  # type: ignore[type-arg]
-    with rt.db.session() as session:
-        return record_events(session, system, events, body)
 
 
 async def trigger_poll(request: Request) -> Response:
