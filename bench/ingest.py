@@ -36,11 +36,20 @@ from tests.memorypos.sandbox import sign  # noqa: E402
 
 def body_for(n: int) -> bytes:
     customer = {
-        "id": f"c-{n}", "version": 1, "updated_at": "2026-11-23T10:00:00+00:00",
-        "first_name": "Ada", "last_name": f"Lovelace {n}", "email": f"ada{n}@example.com",
-        "phone": "+14155550100", "note": None, "code": None, "deleted": False,
+        "id": f"c-{n}",
+        "version": 1,
+        "updated_at": "2026-11-23T10:00:00+00:00",
+        "first_name": "Ada",
+        "last_name": f"Lovelace {n}",
+        "email": f"ada{n}@example.com",
+        "phone": "+14155550100",
+        "note": None,
+        "code": None,
+        "deleted": False,
     }
-    return json.dumps({"event_id": f"{uuid.uuid4()}", "type": "customer.updated", "customer": customer}).encode()
+    return json.dumps(
+        {"event_id": f"{uuid.uuid4()}", "type": "customer.updated", "customer": customer}
+    ).encode()
 
 
 async def _connection(
@@ -106,8 +115,19 @@ async def load(url: str, seconds: float, concurrency: int) -> dict[str, Any]:
 
 def serve(app: str, env: dict[str, str], factory: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port),
-            "--no-access-log", "--log-level", "warning"]
+    argv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
     if factory:
         argv.append("--factory")
     proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)})
@@ -150,7 +170,11 @@ def main() -> None:
     args = parser.parse_args()
     result: dict[str, Any] = {
         "benchmark": "webhook ingest",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "concurrency": args.concurrency,
         "seconds": args.seconds,
@@ -173,8 +197,9 @@ def main() -> None:
             if cleanup:
                 drop_pg_database(cleanup)
         figures["ratio_to_bare"] = round(figures["rps"] / bare_rps, 3) if bare_rps else None
-        figures["meets_target"] = bool(figures["ratio_to_bare"] and figures["ratio_to_bare"] >= 0.5
-                                       and figures["p99_ms"] < 25)
+        figures["meets_target"] = bool(
+            figures["ratio_to_bare"] and figures["ratio_to_bare"] >= 0.5 and figures["p99_ms"] < 25
+        )
         result["results"][f"bridge_{backend}"] = figures
     print(json.dumps(result, indent=2))
 

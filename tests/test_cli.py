@@ -17,7 +17,11 @@ def cli(*args: str, env: dict[str, str], check: bool = True) -> subprocess.Compl
     base = {k: v for k, v in os.environ.items() if not k.startswith("POSBRIDGE_")}
     proc = subprocess.run(
         [sys.executable, "-m", "bridge.cli", *args],
-        cwd=ROOT, env={**base, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env={**base, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
     if check and proc.returncode != 0:
@@ -56,7 +60,8 @@ def test_config_show_masks_secrets(env: dict[str, str]) -> None:
     values = {row["variable"]: row["value"] for row in json.loads(out)}
     assert values["POSBRIDGE_MEMA_TOKEN"] == "********"
     assert values["POSBRIDGE_OPS_PASSWORD"] == "********"
-    assert "secret-token-a" not in out and "hunter2-ops" not in out
+    assert "secret-token-a" not in out
+    assert "hunter2-ops" not in out
     assert values["POSBRIDGE_SYSTEMS"] == ["mema", "memb"]
 
 
@@ -67,7 +72,11 @@ def test_config_reads_dotenv(env: dict[str, str], tmp_path: Path) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("POSBRIDGE_")}
     proc = subprocess.run(
         [sys.executable, "-m", "bridge.cli", "config", "show", "--json"],
-        cwd=workdir, env={**base, "PYTHONPATH": str(ROOT), **env}, capture_output=True, text=True, check=True,
+        cwd=workdir,
+        env={**base, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        check=True,
     )
     values = {row["variable"]: row["value"] for row in json.loads(proc.stdout)}
     assert values["POSBRIDGE_DEFAULT_REGION"] == "NZ"
@@ -89,15 +98,27 @@ def test_db_upgrade_status_deliveries_retry(env: dict[str, str], backend: str) -
         from bridge.store.db import Database
         from bridge.store.models import Customer, Delivery, DeliveryState
 
-        settings = Settings(var_dir=Path(env["POSBRIDGE_VAR_DIR"]), database_url=env.get("POSBRIDGE_DATABASE_URL", ""))
+        settings = Settings(
+            var_dir=Path(env["POSBRIDGE_VAR_DIR"]), database_url=env.get("POSBRIDGE_DATABASE_URL", "")
+        )
         database = Database(settings.db_url)
         with database.session() as s:
             s.add(Customer(id="c-1", fields={}, display_name="Ada"))
             s.flush()
-            s.add(Delivery(customer_id="c-1", target="memb", state=DeliveryState.FAILED, attempts=12,
-                           idempotency_key="k", last_error="INVALID_EMAIL: email is not valid"))
+            s.add(
+                Delivery(
+                    customer_id="c-1",
+                    target="memb",
+                    state=DeliveryState.FAILED,
+                    attempts=12,
+                    idempotency_key="k",
+                    last_error="INVALID_EMAIL: email is not valid",
+                )
+            )
         failed = json.loads(cli("deliveries", "--failed", "--json", env=env).stdout)
-        assert [(d["target"], d["last_error"]) for d in failed] == [("memb", "INVALID_EMAIL: email is not valid")]
+        assert [(d["target"], d["last_error"]) for d in failed] == [
+            ("memb", "INVALID_EMAIL: email is not valid")
+        ]
         assert json.loads(cli("status", "--json", env=env).stdout)[1]["failed"] == 1
         # Retry needs a broker to hand the work to: the embedded SQLite one.
         out = json.loads(cli("retry", "--failed", "--system", "memb", env=env).stdout)
@@ -105,7 +126,8 @@ def test_db_upgrade_status_deliveries_retry(env: dict[str, str], backend: str) -
         assert json.loads(cli("deliveries", "--failed", "--json", env=env).stdout) == []
         assert cli("retry", "999", env=env, check=False).returncode == 1
         view = json.loads(cli("customer", "c-1", "--json", env=env).stdout)
-        assert view["display_name"] == "Ada" and view["deliveries"][0]["state"] == "pending"
+        assert view["display_name"] == "Ada"
+        assert view["deliveries"][0]["state"] == "pending"
     finally:
         if backend == "postgres":
             drop_pg_database(env["POSBRIDGE_DATABASE_URL"])

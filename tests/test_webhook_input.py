@@ -28,7 +28,9 @@ def web() -> Iterator[Stack]:
         shutil.rmtree(var, ignore_errors=True)
 
 
-def post(st: Stack, body: bytes, headers: dict[str, str] | None = None, system: str = "mema") -> httpx.Response:
+def post(
+    st: Stack, body: bytes, headers: dict[str, str] | None = None, system: str = "mema"
+) -> httpx.Response:
     return httpx.post(f"{st.web.url}/webhooks/{system}", content=body, headers=headers or {}, timeout=30)
 
 
@@ -38,7 +40,9 @@ def signed(body: bytes) -> dict[str, str]:
 
 def event(**overrides: object) -> bytes:
     customer = {"id": "c1", "version": 1, "updated_at": "2026-01-01T00:00:00+00:00", "first_name": "Ada"}
-    return json.dumps({"event_id": "e1", "type": "customer.updated", "customer": customer, **overrides}).encode()
+    return json.dumps(
+        {"event_id": "e1", "type": "customer.updated", "customer": customer, **overrides}
+    ).encode()
 
 
 def stored(st: Stack) -> int:

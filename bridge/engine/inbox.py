@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Connection, Table
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from bridge.adapters.base import InboundEvent
@@ -16,7 +16,9 @@ from bridge.store.models import InboxEvent, InboxState, new_id
 Submission = tuple[str, Sequence[InboundEvent], bytes | None]
 
 
-def record_batch(session: Session | Connection, submissions: Sequence[Submission]) -> list[tuple[list[int], int]]:
+def record_batch(
+    session: Session | Connection, submissions: Sequence[Submission]
+) -> list[tuple[list[int], int]]:
     """Insert the events of many submissions in one statement, skipping ones already seen.
 
     Returns, per submission, (new inbox ids, duplicates). An event that appears twice in
@@ -48,6 +50,7 @@ def record_batch(session: Session | Connection, submissions: Sequence[Submission
     inserted: dict[tuple[str, str], int] = {}
     if rows:
         table = InboxEvent.__table__
+        assert isinstance(table, Table)
         bind = session.get_bind() if isinstance(session, Session) else session
         insert = postgresql.insert if bind.dialect.name == "postgresql" else sqlite.insert
         stmt = (
