@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from tests.harness import (
     WorkerProcess,
     create_pg_database,
     drop_pg_database,
+    free_port,
     service_or_skip,
     wait_for,
 )
@@ -41,23 +42,44 @@ def leg_urls(leg: str, var: Path) -> tuple[str, str]:
     return create_pg_database(), AMQP_URL
 
 
+SandboxFactory = Callable[[str], Any]  # webhook URL -> a bridge.sandbox.Sandbox
+
+
+def memory_systems() -> dict[str, SandboxFactory]:
+    from tests.memorypos import MemorySandbox
+
+    return {name: (lambda url, n=name: MemorySandbox(name=n, webhook_url=url)) for name in ("mema", "memb")}
+
+
 class Stack:
-    """Web app, two memory POS sandboxes, a worker process with beat, on one leg."""
+    """The bridge web app, a worker process with beat, and one sandbox per enabled system.
 
-    def __init__(self, leg: str, var: Path, extra_env: dict[str, str] | None = None) -> None:
-        from tests.memorypos import MemorySandbox
+    By default the systems are the two memory POS instances; integration tests pass the
+    real sandboxes (`systems={"square": lambda url: SquareSandbox(webhook_url=url), ...}`).
+    Every adapter is pointed at its sandbox through the sandbox's own `adapter_env`.
+    """
 
+    def __init__(
+        self,
+        leg: str,
+        var: Path,
+        extra_env: dict[str, str] | None = None,
+        systems: dict[str, SandboxFactory] | None = None,
+    ) -> None:
         self.leg = leg
         self.var = var
         self.db_url, self.broker_url = leg_urls(leg, var)
-        self.sandboxes = {name: MemorySandbox(name=name) for name in ("mema", "memb")}
+        factories = systems or memory_systems()
+        web_port = free_port()
+        self.web_url = f"http://127.0.0.1:{web_port}"
+        self.sandboxes = {name: make(f"{self.web_url}/webhooks/{name}") for name, make in factories.items()}
         self.sandbox_servers = {name: ServerThread(sb.app).start() for name, sb in self.sandboxes.items()}
+        names = list(self.sandboxes)
         self.env = {
             "POSBRIDGE_VAR_DIR": str(var),
             "POSBRIDGE_DATABASE_URL": self.db_url,
             "POSBRIDGE_BROKER_URL": self.broker_url,
-            "POSBRIDGE_SYSTEMS": "mema,memb",
-            "POSBRIDGE_EXTRA_ADAPTERS": MEMORY_ADAPTERS,
+            "POSBRIDGE_SYSTEMS": ",".join(names),
             "POSBRIDGE_COALESCE_WINDOW_S": "0.6",
             "POSBRIDGE_LEASE_S": "4",
             "POSBRIDGE_REQUEUE_AFTER_S": "2",
@@ -67,12 +89,16 @@ class Stack:
             "POSBRIDGE_PROBE_INTERVAL_S": "1",
             "POSBRIDGE_LOG_JSON": "false",
             "POSBRIDGE_TRIGGER_TOKEN": "trigger-secret",
-            **{f"POSBRIDGE_{n.upper()}_BASE_URL": s.url for n, s in self.sandbox_servers.items()},
-            **{f"POSBRIDGE_{n.upper()}_TOKEN": f"token-{n}" for n in self.sandboxes},
-            **{f"POSBRIDGE_{n.upper()}_POLL_INTERVAL_S": "3600" for n in self.sandboxes},
-            **{f"POSBRIDGE_{n.upper()}_TIMEOUT_S": "3" for n in self.sandboxes},
-            **(extra_env or {}),
         }
+        if systems is None:
+            self.env["POSBRIDGE_EXTRA_ADAPTERS"] = MEMORY_ADAPTERS
+        for name, sb in self.sandboxes.items():
+            prefix = f"POSBRIDGE_{name.upper()}_"
+            self.env[prefix + "POLL_INTERVAL_S"] = "3600"
+            self.env[prefix + "TIMEOUT_S"] = "3"
+            for key, value in sb.adapter_env(self.sandbox_servers[name].url).items():
+                self.env[prefix + key.upper()] = value
+        self.env.update(extra_env or {})
         self._saved = {k: os.environ.get(k) for k in self.env}
         os.environ.update(self.env)
         from bridge.config import Settings
@@ -87,9 +113,8 @@ class Stack:
         self.celery = build_app(self.settings, tasks=False)
         self.queues = queues_for(self.settings)
         self.rt = Runtime(self.settings, dispatcher=CeleryDispatcher(self.celery))
-        self.web = ServerThread(create_app(self.rt)).start()
-        for name, sb in self.sandboxes.items():
-            sb.webhooks.url = f"{self.web.url}/webhooks/{name}"
+        self.rt.validate()
+        self.web = ServerThread(create_app(self.rt), port=web_port).start()
         self.purge()
         self.worker: WorkerProcess | None = None
         self.log_path = var / "worker.log"
@@ -131,9 +156,8 @@ class Stack:
                 s.execute(delete(table))
             s.execute(m.Customer.__table__.update().values(merged_into=None))
             s.execute(delete(m.Customer))
-        for name, sb in self.sandboxes.items():
+        for name in self.sandboxes:
             self.call(name, "POST", "/_sandbox/reset")
-            sb.webhooks.url = f"{self.web.url}/webhooks/{name}"
 
     def close(self) -> None:
         self.stop_worker()

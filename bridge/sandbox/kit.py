@@ -354,6 +354,11 @@ class Sandbox:
     def ground_truth(self) -> list[dict[str, Any]]:
         return list(self.store.dump().values())
 
+    def adapter_env(self, base_url: str) -> dict[str, str]:
+        """Settings that point this system's adapter at this sandbox, keyed by setting name
+        (the loader adds `POSBRIDGE_<SYSTEM>_`). The demo and the tests wire stacks with it."""
+        return {"base_url": base_url}
+
     def extra_control_routes(self) -> list[BaseRoute]:
         return []
 

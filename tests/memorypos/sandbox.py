@@ -34,6 +34,9 @@ class MemorySandbox(Sandbox):
         self.secret = secret
         super().__init__(**kwargs)
 
+    def adapter_env(self, base_url: str) -> dict[str, str]:
+        return {"base_url": base_url, "token": f"token-{self.name}", "webhook_secret": self.secret}
+
     def error(self, status: int, code: str, message: str) -> Response:
         return JSONResponse({"error": code, "message": message}, status_code=status)
 

@@ -214,6 +214,12 @@ class FieldpineSandbox(Sandbox):
         )
 
     # -- kit hooks ---------------------------------------------------------------------
+    def adapter_env(self, base_url: str) -> dict[str, str]:
+        env = {"base_url": base_url, "api_key": sorted(self.tokens)[0] if self.tokens else "sandbox-api-key"}
+        if self.hook_secret:
+            env["hook_secret"] = self.hook_secret
+        return env
+
     def routes(self) -> list[BaseRoute]:
         return [_CaseInsensitiveRoute("/OpenApi2/Customers", self._customers, methods=["GET", "POST"])]
 

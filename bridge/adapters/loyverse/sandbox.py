@@ -223,6 +223,18 @@ class LoyverseSandbox(Sandbox):
         return self._save(self._blank(fields), None)
 
     # -- routes ------------------------------------------------------------------------
+    def adapter_env(self, base_url: str) -> dict[str, str]:
+        env = {
+            "base_url": base_url.rstrip("/") + "/v1.0",
+            "access_token": sorted(self.tokens)[0] if self.tokens else "sandbox-access-token",
+        }
+        if self.client_secret:
+            env["client_secret"] = self.client_secret
+        if self.faults.rate_limit_requests is not None:
+            env["rate_limit_requests"] = str(self.faults.rate_limit_requests)
+            env["rate_limit_window_s"] = str(self.faults.rate_limit_window_s)
+        return env
+
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/v1.0/customers", self._guard(self._list), methods=["GET"]),

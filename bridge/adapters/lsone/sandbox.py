@@ -229,6 +229,14 @@ class LSOneSandbox(Sandbox):
         super().__init__(**kit)
 
     # -- kit hooks --------------------------------------------------------------------
+    def adapter_env(self, base_url: str) -> dict[str, str]:
+        if self.users:
+            name, user = sorted(self.users.items())[0]
+            password = user.password
+        else:
+            name, password = "posbridge", sorted(self.tokens)[0] if self.tokens else "sandbox-password"
+        return {"base_url": base_url, "username": name, "password": password}
+
     def routes(self) -> list[BaseRoute]:
         return [
             Route("/api/authorize/authenticate", self._authenticate, methods=["POST"]),

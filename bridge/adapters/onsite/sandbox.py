@@ -495,6 +495,16 @@ class OnSiteSandbox(Sandbox):
         self.photos: dict[int, tuple[bytes, str]] = {}
         super().__init__(**kwargs)
 
+    def adapter_env(self, base_url: str) -> dict[str, str]:
+        user, password = sorted(self.users.items())[0]
+        return {
+            "base_url": base_url,
+            "username": user,
+            "password": password,
+            "app_id": sorted(self.app_ids)[0],
+            "private_app_id": sorted(self.private_app_ids)[0],
+        }
+
     # -- kit hooks ---------------------------------------------------------------------
     def routes(self) -> list[BaseRoute]:
         every = ["GET", "POST", "PUT", "DELETE", "PATCH", "LOCK", "UNLOCK"]

@@ -171,6 +171,15 @@ class SquareSandbox(Sandbox):
             seed=seed,
         )
 
+    def adapter_env(self, base_url: str) -> dict[str, str]:
+        return {
+            "base_url": base_url,
+            "access_token": sorted(self.tokens)[0] if self.tokens else "sandbox-access-token",
+            "webhook_signature_key": self.signature_key,
+            "notification_url": self.notification_url or "",
+            "merchant_id": self.merchant_id,
+        }
+
     @property
     def notification_url(self) -> str | None:
         """What Square signs: the subscription URL (by default where webhooks are sent)."""
