@@ -277,6 +277,26 @@ def config_show(as_json: bool) -> None:
     _emit(rows, as_json, "effective configuration", ["variable", "value"])
 
 
+@main.command()
+@click.option("--customers", default=24, type=int, show_default=True, help="people seeded across the tills")
+@click.option("--seconds", default=30.0, type=float, show_default=True, help="length of the till activity")
+@click.option("--faults", type=click.Choice(["off", "light", "heavy"]), default="light", show_default=True)
+@click.option("--seed", default=None, type=int, help="random seed, for a repeatable run")
+@click.option("--keep", is_flag=True, help="keep the demo's var dir (database, logs)")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON")
+def demo(customers: int, seconds: float, faults: str, seed: int | None, keep: bool, as_json: bool) -> None:
+    """Five POS sandboxes and the bridge on the embedded default, with live till activity."""
+    from bridge.demo.run import Options, run
+
+    sys.exit(
+        run(
+            Options(
+                customers=customers, seconds=seconds, faults=faults, as_json=as_json, seed=seed, keep=keep
+            )
+        )
+    )
+
+
 # -- sandboxes ------------------------------------------------------------------------------
 @main.command()
 @click.argument("system")

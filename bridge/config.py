@@ -34,6 +34,7 @@ class Settings(BaseSettings):
         default_factory=lambda: ["square", "onsite", "fieldpine", "loyverse", "lsone"]
     )
     delete_policy: Literal["mark", "propagate"] = "mark"
+    delete_grace_s: float = 10.0  # a delete waits this long for a merge that explains it
 
     max_body_bytes: int = 1_048_576
     coalesce_window_s: float = 0.3

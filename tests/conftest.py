@@ -89,6 +89,7 @@ class Stack:
             "POSBRIDGE_PROBE_INTERVAL_S": "1",
             "POSBRIDGE_LOG_JSON": "false",
             "POSBRIDGE_TRIGGER_TOKEN": "trigger-secret",
+            "POSBRIDGE_DELETE_GRACE_S": "1",
         }
         if systems is None:
             self.env["POSBRIDGE_EXTRA_ADAPTERS"] = MEMORY_ADAPTERS

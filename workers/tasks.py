@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import select, update
 
+from bridge import metrics
 from bridge.canonical import utcnow
 from bridge.engine import ingest as ingest_mod
 from bridge.engine import poll as poll_mod
@@ -30,7 +32,12 @@ def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
     ids = [inbox_ids] if isinstance(inbox_ids, int) else list(inbox_ids)
     outcomes: dict[str, int] = {}
     for inbox_id in ids:
+        started = time.perf_counter()
         result = ingest_mod.ingest(rt, inbox_id)
+        system = result.system or "unknown"
+        metrics.INGEST_SECONDS.labels(system, result.outcome).observe(time.perf_counter() - started)
+        if result.outcome == "echo":
+            metrics.ECHOES.labels(system).inc()
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
         _run_pushes(rt, result.deliveries)
         retry_in = result.retry_in
@@ -42,7 +49,12 @@ def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
 @task("posbridge.push")
 def push(delivery_id: int) -> dict[str, Any]:
     rt = get_runtime()
+    started = time.perf_counter()
     result = push_mod.push(rt, delivery_id)
+    if result.target:
+        metrics.PUSH_SECONDS.labels(result.target, result.outcome).observe(time.perf_counter() - started)
+        if result.outcome == "retry":
+            metrics.RETRIES.labels(result.target).inc()
     # Short waits ride a countdown; longer ones are the sweeper's (see engine.retry).
     short = result.wait is not None and result.wait <= rt.settings.short_wait_s
     if result.outcome in ("not_due", "retry") and short and result.wait is not None:

@@ -46,9 +46,20 @@ class IngestResult:
     customer_id: str | None = None
     deliveries: list[tuple[str, int]] = field(default_factory=list)
     retry_in: float | None = None
+    system: str | None = None
 
 
 def ingest(rt: Runtime, inbox_id: int) -> IngestResult:
+    system: str | None = None
+    result = _ingest(rt, inbox_id)
+    if result.system is None:
+        with rt.db.session() as session:
+            system = session.scalar(select(InboxEvent.system).where(InboxEvent.id == inbox_id))
+        result.system = system
+    return result
+
+
+def _ingest(rt: Runtime, inbox_id: int) -> IngestResult:
     with rt.db.session() as session:
         row = session.get(InboxEvent, inbox_id)
         if row is None or row.state != InboxState.PENDING:
@@ -56,6 +67,14 @@ def ingest(rt: Runtime, inbox_id: int) -> IngestResult:
         system = row.system
         event = InboundEvent.from_json(row.event)
         correlation_id = row.correlation_id
+        received_at = row.received_at
+    if event.kind == EventKind.DELETE or (event.record is not None and event.record.deleted):
+        # Deletes wait a moment: a merge deletes the merged profiles, and its events come
+        # in no guaranteed order. Seen first, the merge re-points the link and the delete
+        # then finds nothing to do; seen last, it would unlink a live customer.
+        wait = rt.settings.delete_grace_s - (utcnow() - received_at).total_seconds()
+        if wait > 0:
+            return _reschedule(rt, inbox_id, "delete waits out its grace period", wait, count=False)
     try:
         adapter = rt.adapter(system)
         record = event.record
@@ -79,6 +98,7 @@ def ingest(rt: Runtime, inbox_id: int) -> IngestResult:
                     if row is None or row.state != InboxState.PENDING:
                         return IngestResult("already")
                     result = apply_event(session, rt, adapter, system, event, record, correlation_id)
+                    result.system = system
                     row.state = InboxState.DONE
                     row.outcome = result.outcome
                     row.processed_at = utcnow()
@@ -167,6 +187,8 @@ def apply_record(
     occurred_at: datetime | None,
     correlation_id: str | None,
     now: datetime,
+    *,
+    plan: bool = True,
 ) -> IngestResult:
     region = rt.settings.default_region
     incoming = cust.held_values(adapter, record.native, region)

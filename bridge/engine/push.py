@@ -41,6 +41,7 @@ MAX_CONFLICT_ROUNDS = 3
 class PushResult:
     outcome: str  # done | noop | retry | failed | paused | busy | not_due | already
     action: str = "none"
+    target: str | None = None
     wait: float | None = None
     follow_up: int | None = None  # a delivery that was waiting behind this one
 
@@ -57,8 +58,11 @@ def push(rt: Runtime, delivery_id: int) -> PushResult:
     try:
         action, record, values = _write(rt, adapter, delivery_id)
     except Exception as err:
-        return _failed_attempt(rt, delivery_id, target, err, action, started, started_at)
-    return _finish(rt, delivery_id, target, action, record, values, started, started_at)
+        result = _failed_attempt(rt, delivery_id, target, err, action, started, started_at)
+    else:
+        result = _finish(rt, delivery_id, target, action, record, values, started, started_at)
+    result.target = target
+    return result
 
 
 def _claim(rt: Runtime, delivery_id: int) -> PushResult | str:
@@ -170,6 +174,16 @@ def record_found(rt: Runtime, delivery_id: int, record: ExternalRecord) -> None:
             link = Link(customer_id=delivery.customer_id, system=delivery.target)
             session.add(link)
         _store_written(link, adapter, record, rt.settings.default_region)
+        # Counted: each of these is a duplicate that a blind retry would have made.
+        session.add(
+            Attempt(
+                delivery_id=delivery_id,
+                action="lookup",
+                outcome="found",
+                duration_ms=0.0,
+                error=f"earlier create had succeeded: {record.external_id}",
+            )
+        )
 
 
 def absorb(rt: Runtime, adapter: Adapter, delivery_id: int, record: ExternalRecord) -> None:

@@ -354,6 +354,11 @@ class Sandbox:
     def ground_truth(self) -> list[dict[str, Any]]:
         return list(self.store.dump().values())
 
+    @classmethod
+    def for_demo(cls, webhook_url: str) -> Sandbox:
+        """An instance configured as a retailer would have it (e.g. opt-in hooks switched on)."""
+        return cls(webhook_url=webhook_url)
+
     def adapter_env(self, base_url: str) -> dict[str, str]:
         """Settings that point this system's adapter at this sandbox, keyed by setting name
         (the loader adds `POSBRIDGE_<SYSTEM>_`). The demo and the tests wire stacks with it."""

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bridge import metrics
 from bridge.runtime import Runtime, get_runtime
 from bridge.web.batcher import InboxBatcher
 from bridge.web.webhooks import receive_webhook, trigger_poll
@@ -47,6 +48,11 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    body, content_type = await run_in_threadpool(metrics.render)
+    return Response(body, media_type=content_type)
+
+
 def create_app(runtime: Runtime | None = None) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -61,6 +67,7 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
             Route("/triggers/poll/{system}", trigger_poll, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
         ],
         lifespan=lifespan,
     )

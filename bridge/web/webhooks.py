@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bridge import metrics
 from bridge.adapters.base import Capability, WebhookRequest
 from bridge.adapters.errors import PayloadError, SignatureError
 from bridge.runtime import Runtime
@@ -52,6 +53,7 @@ async def receive_webhook(request: Request) -> Response:
     try:
         body = await read_limited(request, rt.settings.max_body_bytes)
     except BodyTooLarge:
+        metrics.WEBHOOK_EVENTS.labels(system, "too_large").inc()
         log.warning("webhook for %s refused: body over %d bytes", system, rt.settings.max_body_bytes)
         return problem(413, f"body larger than {rt.settings.max_body_bytes} bytes")
     hook = WebhookRequest(
@@ -63,13 +65,20 @@ async def receive_webhook(request: Request) -> Response:
     try:
         adapter.verify_webhook(hook)
     except SignatureError as err:
+        metrics.WEBHOOK_EVENTS.labels(system, "bad_signature").inc()
+        metrics.SIGNATURE_FAILURES.labels(system).inc()
         log.warning("webhook for %s refused: %s", system, err)
         return problem(401, "signature verification failed")
     try:
         batch = adapter.parse_webhook(hook)
     except PayloadError as err:
+        metrics.WEBHOOK_EVENTS.labels(system, "malformed").inc()
         log.warning("webhook for %s malformed: %s", system, err.reason)
         return problem(err.status if err.status in (400, 422) else 400, err.reason)
+    if batch.unknown:
+        metrics.WEBHOOK_EVENTS.labels(system, "unknown_type").inc(len(batch.unknown))
+    if batch.ignored:
+        metrics.WEBHOOK_EVENTS.labels(system, "ignored").inc(len(batch.ignored))
     for event_type in batch.unknown:
         log.warning("webhook for %s: unknown event type %r acknowledged and ignored", system, event_type)
     for event_type in batch.ignored:
@@ -77,6 +86,10 @@ async def receive_webhook(request: Request) -> Response:
     new_ids, duplicates = (
         await request.app.state.batcher.record(system, batch.events, body) if batch.events else ([], 0)
     )
+    if new_ids:
+        metrics.WEBHOOK_EVENTS.labels(system, "accepted").inc(len(new_ids))
+    if duplicates:
+        metrics.WEBHOOK_EVENTS.labels(system, "duplicate").inc(duplicates)
     return JSONResponse(
         {
             "accepted": len(new_ids),

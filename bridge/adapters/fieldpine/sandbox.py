@@ -214,6 +214,11 @@ class FieldpineSandbox(Sandbox):
         )
 
     # -- kit hooks ---------------------------------------------------------------------
+    @classmethod
+    def for_demo(cls, webhook_url: str) -> FieldpineSandbox:
+        # Hooks are opt-in per retailer; the demo retailer has them on.
+        return cls(webhook_url=webhook_url, hook_secret="demo-fieldpine-hook-secret")
+
     def adapter_env(self, base_url: str) -> dict[str, str]:
         env = {"base_url": base_url, "api_key": sorted(self.tokens)[0] if self.tokens else "sandbox-api-key"}
         if self.hook_secret:

@@ -223,6 +223,17 @@ class LoyverseSandbox(Sandbox):
         return self._save(self._blank(fields), None)
 
     # -- routes ------------------------------------------------------------------------
+    @classmethod
+    def for_demo(cls, webhook_url: str) -> LoyverseSandbox:
+        # An OAuth app (signed webhooks) on a budget scaled 10x in time, so a one-minute
+        # demo meets the same 300-request window a real account has in five.
+        return cls(
+            webhook_url=webhook_url,
+            client_secret="demo-loyverse-app-secret",
+            rate_limit_requests=300,
+            rate_limit_window_s=30.0,
+        )
+
     def adapter_env(self, base_url: str) -> dict[str, str]:
         env = {
             "base_url": base_url.rstrip("/") + "/v1.0",

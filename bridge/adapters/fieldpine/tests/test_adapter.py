@@ -147,8 +147,11 @@ def test_backfill_streams_20000_rows_each_seen_once(adapter: FieldpineAdapter, h
     assert set(seen) == truth
     requests = http.get("/_sandbox/stats").json()["requests"]
     assert requests["GET /OpenApi2/Customers"] == 20_000 // 500 + 1  # last page is the empty one
-    # The test transport buffers one page (500 rows); the adapter must not hold all 20,000.
-    assert peak < 8_000_000
+    # The test transport buffers one page (500 rows) and the sandbox, which runs in this
+    # process, renders it; `seen` holds 20,000 ids. Holding all 20,000 rows as dicts would
+    # add about 30 MB on top, so 20 MB separates streaming from buffering with room for a
+    # loaded machine.
+    assert peak < 20_000_000
 
 
 def test_poll_since_yields_changes_at_or_after(adapter: FieldpineAdapter, sandbox: FieldpineSandbox) -> None:
