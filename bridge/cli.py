@@ -108,6 +108,34 @@ def worker(queues: str | None, concurrency: int | None, beat: bool) -> None:
 
 
 @main.command()
+@click.option("--port", default=None, type=int, help="port (POSBRIDGE_FLOWER_PORT)")
+@click.option("--address", default="127.0.0.1")
+def flower(port: int | None, address: str) -> None:
+    """Run Flower on the same broker, behind basic auth (POSBRIDGE_FLOWER_BASIC_AUTH=user:password).
+
+    Failed deliveries are rows, not failed tasks, so retry them from Flower by applying
+    `posbridge.retry_delivery` (args: [delivery_id]) or `posbridge.retry_failed`
+    (args: [system]) through its task API; see the README for the exact call.
+    """
+    rt = _runtime()
+    auth = rt.settings.flower_basic_auth
+    if auth is None or ":" not in auth.get_secret_value():
+        raise click.ClickException("set POSBRIDGE_FLOWER_BASIC_AUTH=user:password; Flower never runs open")
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "workers",
+        "flower",
+        f"--port={port or rt.settings.flower_port}",
+        f"--address={address}",
+        f"--basic-auth={auth.get_secret_value()}",
+    ]
+    os.execv(sys.executable, argv)
+
+
+@main.command()
 def beat() -> None:
     """Run Celery beat (exactly one per deployment)."""
     rt = _runtime()
@@ -275,6 +303,60 @@ def config_show(as_json: bool) -> None:
     values = effective_config(settings, adapters)
     rows = [{"variable": k, "value": v} for k, v in values.items()]
     _emit(rows, as_json, "effective configuration", ["variable", "value"])
+
+
+@main.command()
+@click.argument("system")
+@click.option("--dry-run", is_flag=True, help="report what would be linked and created; change nothing")
+@click.option(
+    "--link-only", is_flag=True, help="link and match only; plan no writes (backfill several systems first)"
+)
+@click.option("--chunk", default=200, type=int, show_default=True, help="records linked per transaction")
+@click.option("--json", "as_json", is_flag=True)
+def backfill(system: str, dry_run: bool, link_only: bool, chunk: int, as_json: bool) -> None:
+    """Bring every existing customer of SYSTEM under the bridge, then create the rest elsewhere.
+
+    Safe to interrupt and re-run: linking is idempotent and writes are coalesced per
+    customer and target, so a second run finishes the first without a duplicate.
+    """
+    from dataclasses import asdict
+
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from bridge.engine import backfill as bf
+
+    rt = _runtime()
+    if system not in rt.systems:
+        raise click.BadParameter(f"{system!r} is not enabled (POSBRIDGE_SYSTEMS)")
+    if dry_run:
+        report = bf.dry_run(rt, system)
+        click.echo(json.dumps(asdict(report), indent=2))
+        return
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed} records · {task.fields[rate]:.0f}/s"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), disable=as_json) as progress:
+        task = progress.add_task(f"reading {system}", total=None, rate=0.0)
+        started = time.monotonic()
+
+        def advance(n: int) -> None:
+            done = progress.tasks[0].completed + n
+            progress.update(task, advance=n, rate=done / max(1e-6, time.monotonic() - started))
+
+        report = bf.link_system(rt, system, progress=advance, chunk_size=chunk)
+        if not link_only:
+            progress.update(task, description="planning writes elsewhere")
+            report.planned = bf.plan_all(rt)
+    out = asdict(report)
+    click.echo(
+        json.dumps(out, indent=2)
+        if as_json
+        else f"{system}: {report.read} read, {report.outcomes}, {report.planned} writes queued"
+    )
 
 
 @main.command()

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     trigger_token: SecretStr | None = None
     ops_user: str = "ops"
     ops_password: SecretStr | None = None
+    flower_basic_auth: SecretStr | None = None  # "user:password" for `posbridge flower`
+    flower_port: int = 5555
     log_level: str = "INFO"
     log_json: bool = True
     web_host: str = "127.0.0.1"
@@ -82,7 +84,7 @@ class Settings(BaseSettings):
     def secrets(self) -> list[str]:
         return [
             value.get_secret_value()
-            for value in (self.trigger_token, self.ops_password)
+            for value in (self.trigger_token, self.ops_password, self.flower_basic_auth)
             if value is not None and value.get_secret_value()
         ]
 

@@ -10,11 +10,51 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 REDACTED = "[redacted]"
 _AUTH_HEADER = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(basic|bearer)\s+[^\s'\",}]+")
+
+
+# The id that follows one change from its webhook through ingest to every push it causes.
+CORRELATION: ContextVar[str | None] = ContextVar("posbridge_correlation_id", default=None)
+
+
+@contextmanager
+def correlated(correlation_id: str | None) -> Iterator[None]:
+    token = CORRELATION.set(correlation_id)
+    try:
+        yield
+    finally:
+        CORRELATION.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "correlation_id", None) is None:
+            record.correlation_id = CORRELATION.get()
+        return True
+
+
+def _install_record_factory() -> None:
+    """Every record, whatever handler sees it, carries the current correlation id."""
+    previous = logging.getLogRecordFactory()
+    if getattr(previous, "_posbridge", False):
+        return
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        record.correlation_id = CORRELATION.get()
+        return record
+
+    factory._posbridge = True  # type: ignore[attr-defined]
+    logging.setLogRecordFactory(factory)
+
+
+_install_record_factory()
 
 
 class RedactingFilter(logging.Filter):
@@ -60,6 +100,7 @@ def configure(level: str = "INFO", *, json_lines: bool = True, secrets: Iterable
         if json_lines
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    handler.addFilter(ContextFilter())
     handler.addFilter(RedactingFilter(secrets))
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -74,3 +74,39 @@ def test_auth_failure_pauses_target_and_resumes_by_itself(clean: Stack) -> None:
     st.settle(timeout=30)
     assert not paused()
     assert len(st.truth("memb")) == 1
+
+
+def test_backfill_killed_halfway_and_rerun_makes_no_duplicate(clean: Stack) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.harness import ROOT
+
+    st = clean
+    st.faults("mema", webhooks_enabled=False)  # these customers predate the bridge
+    for n in range(120):
+        st.edit("mema", {"first_name": f"Pre{n}", "last_name": "Existing", "email": f"pre{n}@example.com"})
+    st.faults("mema", webhooks_enabled=True)
+    st.faults("mema", latency_ms=250)  # a slow listing: 12 pages of 10
+    env = {**os.environ, **st.env, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "bridge.cli", "backfill", "mema", "--chunk", "10", "--json"]
+    first = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # Kill it once it has linked some but not all of them.
+    from bridge.store.models import Link
+
+    wait_for(lambda: st.count(Link, Link.system == "mema") >= 20 or first.poll() is not None, timeout=60)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    halfway = st.count(Link, Link.system == "mema")
+    second = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert '"read": 120' in second.stdout
+    st.faults("mema", latency_ms=0)
+    st.settle(timeout=90)
+    assert 0 < halfway < 120, "the first run must have been killed halfway"
+    assert st.count(Link, Link.system == "mema") == 120
+    emails = sorted(c["email"] for c in st.truth("memb"))
+    assert len(emails) == 120
+    assert len(set(emails)) == 120
+    assert len(st.truth("mema")) == 120

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 
 from bridge.adapters import registry
 from bridge.adapters.base import Capability
@@ -93,6 +93,22 @@ def configure(app: Celery, settings: Settings | None = None) -> Celery:
         enable_utc=True,
     )
     return app
+
+
+def _setup_logging(**_kwargs: Any) -> None:
+    """Workers log like the web: JSON lines, correlation ids, secrets redacted."""
+    from bridge import logs
+    from bridge.runtime import get_runtime
+
+    settings = get_settings()
+    try:
+        secrets = logs.all_secrets(get_runtime())
+    except Exception:  # incomplete config: the runtime will say so itself when used
+        secrets = settings.secrets()
+    logs.configure(settings.log_level, json_lines=settings.log_json, secrets=secrets)
+
+
+setup_logging.connect(_setup_logging)
 
 
 def _after_fork(**_kwargs: Any) -> None:

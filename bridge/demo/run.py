@@ -503,17 +503,23 @@ class Demo:
             f"lost creates found {avoided['lost_creates_found_not_repeated']} · "
             f"deliveries done {deliveries.get('done', 0)} failed {deliveries.get('failed', 0)}"
         )
-        return Panel(Group(head, table, "\n".join(self.log)), title="posbridge demo")
+        return Panel(
+            Group(head, table, "\n".join(self.log[-max(2, self.rows() // 2) :])), title="posbridge demo"
+        )
+
+    def rows(self) -> int:
+        # The live view must fit the terminal, or every refresh scrolls a new copy.
+        return max(3, min(12, self.console.size.height - 20))
 
     def stop(self) -> None:
         if getattr(self, "worker", None) is not None:
             self.worker.stop()
         if getattr(self, "web", None) is not None and self.web.server.started:
             self.web.stop()
+        if getattr(self, "rt", None) is not None:
+            self.rt.close()  # before the sandboxes go: adapters log out of their sessions
         for server in getattr(self, "servers", {}).values():
             server.stop()
-        if getattr(self, "rt", None) is not None:
-            self.rt.close()
         if not self.opts.keep:
             shutil.rmtree(self.var, ignore_errors=True)
 

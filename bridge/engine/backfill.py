@@ -41,7 +41,9 @@ class BackfillReport:
     would_create: dict[str, int] = field(default_factory=dict)
 
 
-def link_system(rt: Runtime, system: str, *, progress: Progress | None = None) -> BackfillReport:
+def link_system(
+    rt: Runtime, system: str, *, progress: Progress | None = None, chunk_size: int = CHUNK
+) -> BackfillReport:
     """Phase 1: read every record of `system` and link or create its canonical customer."""
     adapter = rt.adapter(system)
     if Capability.POLLING not in adapter.capabilities or Capability.ORDERS in adapter.capabilities:
@@ -52,7 +54,7 @@ def link_system(rt: Runtime, system: str, *, progress: Progress | None = None) -
         if record.deleted:
             continue
         chunk.append(record)
-        if len(chunk) >= CHUNK:
+        if len(chunk) >= chunk_size:
             _apply(rt, system, chunk, report)
             if progress:
                 progress(len(chunk))

@@ -69,8 +69,16 @@ def lock_customer(session: Session, customer_id: str) -> Customer:
         current = customer.merged_into
 
 
-def find_match(session: Session, rt: Runtime, incoming: Values, system: str) -> Customer | None:
-    """The first live customer sharing a configured key, not yet linked in `system`."""
+def find_match(
+    session: Session, rt: Runtime, incoming: Values, system: str, external_id: str
+) -> tuple[Customer, Link | None] | None:
+    """The first live customer sharing a configured key and free to take this record.
+
+    Free means not yet linked in `system`, or linked only by the intent of a create of
+    ours that has not been answered: a record of that person appearing in that system is
+    then the answer (a webhook overtaking a slow or lost response), so the caller adopts
+    the intent link instead of inventing a second customer.
+    """
     keys = canonical.match_keys(incoming)
     lock_keys(session, keys)
     rules = rt.settings.match_rules
@@ -82,11 +90,17 @@ def find_match(session: Session, rt: Runtime, incoming: Values, system: str) -> 
                 select(MatchKey.customer_id).where(MatchKey.kind == kind, MatchKey.value == value[:320])
             ).all()
             for cid in sorted(ids):
-                taken = session.scalar(select(Link.id).where(Link.customer_id == cid, Link.system == system))
-                if taken is None:
-                    customer = session.scalar(select(Customer).where(Customer.id == cid).with_for_update())
-                    if customer is not None and not customer.deleted and not customer.merged_into:
-                        return customer
+                taken = session.scalar(
+                    select(Link).where(Link.customer_id == cid, Link.system == system).with_for_update()
+                )
+                intent = (
+                    taken is not None and taken.synced_at is None and taken.external_id in (None, external_id)
+                )
+                if taken is not None and not intent:
+                    continue
+                customer = session.scalar(select(Customer).where(Customer.id == cid).with_for_update())
+                if customer is not None and not customer.deleted and not customer.merged_into:
+                    return customer, taken
     return None
 
 

@@ -13,7 +13,8 @@ from bridge.adapters.base import InboundEvent
 from bridge.canonical import utcnow
 from bridge.store.models import InboxEvent, InboxState, new_id
 
-Submission = tuple[str, Sequence[InboundEvent], bytes | None]
+# (system, events, raw body, correlation id of the request that carried them)
+Submission = tuple[str, Sequence[InboundEvent], bytes | None, str | None]
 
 
 def record_batch(
@@ -26,7 +27,7 @@ def record_batch(
     """
     now = utcnow()
     rows: list[dict[str, Any]] = []
-    for system, events, raw_body in submissions:
+    for system, events, raw_body, correlation_id in submissions:
         for ev in events:
             rows.append(
                 {
@@ -40,7 +41,7 @@ def record_batch(
                     "state": InboxState.PENDING.value,
                     "outcome": None,
                     "error": None,
-                    "correlation_id": new_id(),
+                    "correlation_id": correlation_id or new_id(),
                     "received_at": now,
                     "enqueued_at": now,
                     "processed_at": None,
@@ -61,7 +62,7 @@ def record_batch(
         for row in session.execute(stmt, rows):
             inserted[(row.system, row.event_id)] = row.id
     results: list[tuple[list[int], int]] = []
-    for system, events, _raw in submissions:
+    for system, events, _raw, _cid in submissions:
         ids: list[int] = []
         duplicates = 0
         for ev in events:
@@ -78,4 +79,4 @@ def record_events(
     session: Session, system: str, events: Sequence[InboundEvent], raw_body: bytes | None
 ) -> tuple[list[int], int]:
     """Insert one submission's events. Returns (new row ids, duplicates)."""
-    return record_batch(session, [(system, events, raw_body)])[0]
+    return record_batch(session, [(system, events, raw_body, None)])[0]

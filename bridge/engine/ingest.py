@@ -78,7 +78,7 @@ def _ingest(rt: Runtime, inbox_id: int) -> IngestResult:
     try:
         adapter = rt.adapter(system)
         record = event.record
-        if event.kind in (EventKind.TRIGGER, EventKind.UPSERT) and record is None:
+        if event.kind in (EventKind.TRIGGER, EventKind.UPSERT, EventKind.MERGE) and record is None:
             # Hooks that only say "something changed": the API is the truth.
             record = adapter.fetch(event.external_id)
             if record is None:
@@ -212,14 +212,21 @@ def apply_record(
         changed = {k: v for k, v in incoming.items() if previous.get(k) != v}
         outcome = "updated"
     else:
+        outcome_hint = "linked"
         if link is None:
             _defer_if_our_create(session, rt, system, incoming)
-        elif link.create_started_at and link.create_started_at > now - timedelta(seconds=rt.settings.lease_s):
-            # Our create with a caller-chosen id (Fieldpine) is still being recorded.
-            raise Deferred(f"create of {record.external_id} in {system} is in flight")
+        else:
+            # Our create with a caller-chosen id (Fieldpine), seen before its answer.
+            outcome_hint = "adopted"
         found = None if link is None else cust.lock_customer(session, link.customer_id)
         if found is None:
-            found = cust.find_match(session, rt, incoming, system)
+            matched = cust.find_match(session, rt, incoming, system, record.external_id)
+            if matched is not None:
+                found, intent = matched
+                if intent is not None:
+                    link = intent  # our create's answer, seen here first: adopt it
+                    link.external_id = record.external_id
+                    outcome_hint = "adopted"
         if found is None:
             customer = Customer(fields={}, created_at=now)
             session.add(customer)
@@ -227,7 +234,7 @@ def apply_record(
             outcome = "created"
         else:
             customer = found
-            outcome = "linked"
+            outcome = outcome_hint
         if link is None:
             link = Link(customer_id=customer.id, system=system, external_id=record.external_id)
             session.add(link)
@@ -267,34 +274,38 @@ def _advance(link: Link, record: ExternalRecord, at: datetime) -> None:
 
 
 def _defer_if_our_create(session: Session, rt: Runtime, system: str, incoming: canonical.Values) -> None:
-    """An unknown record may be our own create whose answer has not been recorded yet.
+    """An unknown record without match keys may be our own create, not yet answered.
 
-    If a create into `system` is in flight for a customer this record matches (or for
-    anyone, when the record has no match keys), wait for the push to record its link;
-    the event then turns out to be an echo instead of a second canonical customer.
+    A record with keys is matched to the customer whose create it answers (see
+    `find_match`). One without keys cannot be told apart, so while any create into
+    `system` is unfinished, wait for the pushes to record their links: the event then
+    turns out to be an echo instead of a second canonical customer.
     """
-    horizon = utcnow() - timedelta(seconds=rt.settings.lease_s)
-    creating = select(Link.customer_id).where(
-        Link.system == system, Link.synced_at.is_(None), Link.create_started_at > horizon
+    if canonical.match_keys(incoming):
+        return
+    unfinished = select(Delivery.customer_id).where(
+        Delivery.target == system, Delivery.state.in_([DeliveryState.PENDING, DeliveryState.IN_FLIGHT])
     )
-    keys = canonical.match_keys(incoming)
-    if keys:
-        for kind, value in keys:
-            hit = session.scalar(
-                select(MatchKey.customer_id).where(
-                    MatchKey.kind == kind, MatchKey.value == value[:320], MatchKey.customer_id.in_(creating)
-                )
-            )
-            if hit is not None:
-                raise Deferred(f"a create into {system} for customer {hit} is in flight")
-    elif session.scalar(creating.limit(1)) is not None:
-        raise Deferred(f"creates into {system} are in flight")
+    creating = session.scalar(
+        select(Link.id)
+        .where(
+            Link.system == system,
+            Link.synced_at.is_(None),
+            Link.create_started_at.is_not(None),
+            Link.customer_id.in_(unfinished),
+        )
+        .limit(1)
+    )
+    if creating is not None:
+        raise Deferred(f"creates into {system} are unanswered")
 
 
 def apply_delete(
     session: Session, rt: Runtime, system: str, external_id: str, correlation_id: str | None, now: datetime
 ) -> IngestResult:
-    link = session.scalar(select(Link).where(Link.system == system, Link.external_id == external_id))
+    link = session.scalar(
+        select(Link).where(Link.system == system, Link.external_id == external_id).with_for_update()
+    )
     if link is None:
         return IngestResult("ignored")
     customer = cust.lock_customer(session, link.customer_id)
@@ -332,17 +343,24 @@ def repoint_merged(
 ) -> None:
     """A merge in `system`: the new record inherits the links of the merged ones."""
     links = session.scalars(
-        select(Link).where(Link.system == system, Link.external_id.in_(from_ids)).order_by(Link.created_at)
+        select(Link)
+        .where(Link.system == system, Link.external_id.in_(from_ids))
+        .order_by(Link.created_at)
+        .with_for_update()
     ).all()
     if not links:
-        return
+        return  # already re-pointed (the merge's other event came first) or never known
     keep = cust.lock_customer(session, links[0].customer_id)
     for other in links[1:]:
         drop = cust.lock_customer(session, other.customer_id)
         if drop.id != keep.id:
             cust.merge_customers(session, keep, drop, now)
-    survivor = session.scalar(select(Link).where(Link.system == system, Link.customer_id == keep.id))
-    existing = session.scalar(select(Link).where(Link.system == system, Link.external_id == to_id))
+    survivor = session.scalar(
+        select(Link).where(Link.system == system, Link.customer_id == keep.id).with_for_update()
+    )
+    existing = session.scalar(
+        select(Link).where(Link.system == system, Link.external_id == to_id).with_for_update()
+    )
     for link in session.scalars(select(Link).where(Link.system == system, Link.external_id.in_(from_ids))):
         if link is not survivor:
             session.delete(link)
@@ -353,7 +371,7 @@ def repoint_merged(
         survivor.external_id = to_id
         survivor.external_version = None
         survivor.source_updated_at = None
-    elif survivor is not None:
+    elif survivor is not None and survivor is not existing:
         session.delete(survivor)
     session.flush()
 

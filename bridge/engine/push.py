@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from bridge import canonical
 from bridge.adapters.base import Adapter, ExternalRecord
@@ -149,9 +150,20 @@ def _write(
         assert ext_id is not None
         try:
             return "update", adapter.update(ext_id, native, version), values
-        except ConflictError:
+        except ConflictError as err:
             # Someone edited it at the till since our version: fold their change in
             # (field by field, by timestamp) and try again with the fresh version.
+            with rt.db.session() as session:
+                session.add(
+                    Attempt(
+                        delivery_id=delivery_id,
+                        action="update",
+                        outcome="conflict",
+                        http_status=err.status,
+                        error=str(err)[:2000],
+                        duration_ms=0.0,
+                    )
+                )
             current = adapter.fetch(ext_id)
             if current is None:
                 raise NotFoundError(f"{adapter.name} record {ext_id} disappeared") from None
@@ -162,18 +174,42 @@ def _write(
     raise ConflictError(f"still conflicting after {MAX_CONFLICT_ROUNDS} rounds")
 
 
+def attach(session: Session, rt: Runtime, delivery: Delivery, record: ExternalRecord) -> None:
+    """Record `record` as the delivery's customer's record in the target system.
+
+    If an ingest already linked that record to another canonical customer (it saw the
+    record before we saw our answer), they are one person: fold them together.
+    """
+    adapter = rt.adapter(delivery.target)
+    link = session.scalar(
+        select(Link)
+        .where(Link.customer_id == delivery.customer_id, Link.system == delivery.target)
+        .with_for_update()
+    )
+    if link is None:
+        link = Link(customer_id=delivery.customer_id, system=delivery.target)
+        session.add(link)
+        session.flush()
+    clash = session.scalar(
+        select(Link)
+        .where(Link.system == delivery.target, Link.external_id == record.external_id, Link.id != link.id)
+        .with_for_update()
+    )
+    if clash is not None:
+        keep = cust.lock_customer(session, delivery.customer_id)
+        other = cust.lock_customer(session, clash.customer_id)
+        session.delete(clash)
+        session.flush()
+        if other.id != keep.id:
+            cust.merge_customers(session, keep, other, utcnow())
+    _store_written(link, adapter, record, rt.settings.default_region)
+
+
 def record_found(rt: Runtime, delivery_id: int, record: ExternalRecord) -> None:
     """A lost create turned out to have succeeded: link it as if we had seen the answer."""
     with rt.db.session() as session:
         delivery = session.get_one(Delivery, delivery_id)
-        adapter = rt.adapter(delivery.target)
-        link = session.scalar(
-            select(Link).where(Link.customer_id == delivery.customer_id, Link.system == delivery.target)
-        )
-        if link is None:
-            link = Link(customer_id=delivery.customer_id, system=delivery.target)
-            session.add(link)
-        _store_written(link, adapter, record, rt.settings.default_region)
+        attach(session, rt, delivery, record)
         # Counted: each of these is a duplicate that a blind retry would have made.
         session.add(
             Attempt(
@@ -230,30 +266,8 @@ def _finish(
     now = utcnow()
     with rt.db.session() as session:
         delivery = session.get_one(Delivery, delivery_id)
-        adapter = rt.adapter(target)
         if record is not None:
-            link = session.scalar(
-                select(Link).where(Link.customer_id == delivery.customer_id, Link.system == target)
-            )
-            if link is None:
-                link = Link(customer_id=delivery.customer_id, system=target)
-                session.add(link)
-            clash = session.scalar(
-                select(Link).where(
-                    Link.system == target, Link.external_id == record.external_id, Link.id != link.id
-                )
-                if link.id is not None
-                else select(Link).where(Link.system == target, Link.external_id == record.external_id)
-            )
-            if clash is not None:
-                # An ingest linked this record to another canonical customer before our
-                # answer was recorded: they are the same person, so fold them together.
-                keep = cust.lock_customer(session, delivery.customer_id)
-                other = cust.lock_customer(session, clash.customer_id)
-                session.delete(clash)
-                session.flush()
-                cust.merge_customers(session, keep, other, now)
-            _store_written(link, adapter, record, rt.settings.default_region)
+            attach(session, rt, delivery, record)
         elif action == "delete":
             link = session.scalar(
                 select(Link).where(Link.customer_id == delivery.customer_id, Link.system == target)

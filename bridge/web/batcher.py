@@ -36,6 +36,7 @@ class _Job:
     system: str
     events: Sequence[InboundEvent]
     body: bytes
+    correlation_id: str | None
     done: asyncio.Future[tuple[list[int], int]] = field(default_factory=_future)
 
 
@@ -57,10 +58,12 @@ class InboxBatcher:
             self._tasks = [loop.create_task(self._write(self._queue)), loop.create_task(self._publish())]
         return self._queue
 
-    async def record(self, system: str, events: Sequence[InboundEvent], body: bytes) -> tuple[list[int], int]:
+    async def record(
+        self, system: str, events: Sequence[InboundEvent], body: bytes, correlation_id: str | None = None
+    ) -> tuple[list[int], int]:
         """Store the events durably; returns (new inbox ids, duplicates)."""
         queue = self._start()
-        job = _Job(system, events, body)
+        job = _Job(system, events, body, correlation_id)
         await queue.put(job)
         return await job.done
 
@@ -85,7 +88,9 @@ class InboxBatcher:
 
     def _commit(self, jobs: list[_Job]) -> list[tuple[list[int], int]]:
         with self.rt.db.engine.begin() as conn:
-            return record_batch(conn, [(job.system, job.events, job.body) for job in jobs])
+            return record_batch(
+                conn, [(job.system, job.events, job.body, job.correlation_id) for job in jobs]
+            )
 
     async def _publish(self) -> None:
         assert self._outbox_ready is not None

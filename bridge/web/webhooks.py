@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hmac
 import logging
+import uuid
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge import metrics
+from bridge import logs, metrics
 from bridge.adapters.base import Capability, WebhookRequest
 from bridge.adapters.errors import PayloadError, SignatureError
 from bridge.runtime import Runtime
@@ -45,6 +46,14 @@ def problem(status: int, reason: str) -> JSONResponse:
 
 
 async def receive_webhook(request: Request) -> Response:
+    correlation_id = str(uuid.uuid4())
+    with logs.correlated(correlation_id):
+        response = await _receive(request, correlation_id)
+    response.headers["x-correlation-id"] = correlation_id
+    return response
+
+
+async def _receive(request: Request, correlation_id: str) -> Response:
     rt: Runtime = request.app.state.runtime
     system = request.path_params["system"]
     if system not in rt.systems or Capability.WEBHOOKS not in rt.classes[system].capabilities:
@@ -84,10 +93,13 @@ async def receive_webhook(request: Request) -> Response:
     for event_type in batch.ignored:
         log.info("webhook for %s: event type %r ignored by design", system, event_type)
     new_ids, duplicates = (
-        await request.app.state.batcher.record(system, batch.events, body) if batch.events else ([], 0)
+        await request.app.state.batcher.record(system, batch.events, body, correlation_id)
+        if batch.events
+        else ([], 0)
     )
     if new_ids:
         metrics.WEBHOOK_EVENTS.labels(system, "accepted").inc(len(new_ids))
+        log.info("webhook for %s: %d event(s) recorded as inbox %s", system, len(new_ids), new_ids)
     if duplicates:
         metrics.WEBHOOK_EVENTS.labels(system, "duplicate").inc(duplicates)
     return JSONResponse(

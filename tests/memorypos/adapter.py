@@ -124,9 +124,13 @@ class MemoryAdapter(Adapter):
 
     # reads
     def poll(self, since: datetime | None) -> Iterator[ExternalRecord]:
-        params = {"updated_since": since.isoformat()} if since else {}
-        for row in self._call("GET", "/customers", params=params).json()["customers"]:
-            yield _record(row)
+        params: dict[str, str | int] = {"updated_since": since.isoformat()} if since else {}
+        offset: int | None = 0
+        while offset is not None:
+            page = self._call("GET", "/customers", params={**params, "offset": offset, "limit": 10}).json()
+            for row in page["customers"]:
+                yield _record(row)
+            offset = page["next_offset"]
 
     def fetch(self, external_id: str) -> ExternalRecord | None:
         try:

@@ -77,8 +77,12 @@ class MemorySandbox(Sandbox):
             rows = [
                 r for r in self.store.visible(self.consistency_lag_s) if not since or r["updated_at"] >= since
             ]
-            rows.sort(key=lambda r: r["updated_at"])
-            return JSONResponse({"customers": rows})
+            rows.sort(key=lambda r: (r["updated_at"], r["id"]))
+            offset = int(request.query_params.get("offset", "0"))
+            limit = int(request.query_params.get("limit", "1000"))
+            page = rows[offset : offset + limit]
+            more = offset + limit < len(rows)
+            return JSONResponse({"customers": page, "next_offset": offset + limit if more else None})
 
         async def create(request: Request) -> Response:
             if (denied := self._auth(request)) is not None:

@@ -139,6 +139,23 @@ def _upsert(env: _Envelope) -> InboundEvent:
 
 
 def _deleted(env: _Envelope) -> InboundEvent:
+    merge = env.merge()
+    if merge is not None and merge.get("to_customer_id"):
+        # A profile deleted because it was merged: the same merge as the new profile's
+        # `customer.created`, which may arrive later or not at all. The engine re-reads
+        # the surviving profile, so either event alone re-points the links.
+        sources = merge.get("from_customer_ids")
+        if not isinstance(sources, list) or not all(isinstance(s, str) for s in sources):
+            raise PayloadError("merge context without from_customer_ids", status=422)
+        return InboundEvent(
+            event_id=str(env.event_id),
+            kind=EventKind.MERGE,
+            external_id=str(merge["to_customer_id"]),
+            event_type=str(env.type),
+            record=None,
+            occurred_at=env.occurred_at,
+            merged_from=tuple(sources),
+        )
     # The customer snapshot is optional on deletes; the id in data.id is what counts.
     return InboundEvent(
         event_id=str(env.event_id),

@@ -243,6 +243,36 @@ def test_200_creates_with_lost_answers_make_200_square_profiles(st: Stack) -> No
     assert st.count(Customer) == total, state
 
 
+def test_create_answer_lost_longer_than_the_lease_makes_no_second_customer(st: Stack) -> None:
+    # Every answer from Square is lost (creates and the searches of find_existing alike)
+    # for longer than the lease; Square's own webhook for our create arrives meanwhile.
+    st.faults("square", lose_response_after_commit_rate=1.0)
+    started = time.monotonic()
+    created = st.edit("mema", person(7))
+    wait_for(
+        lambda: (
+            len(st.truth("square")) == 1
+            and time.monotonic() - started > 3 * st.settings.lease_s
+            and st.count(Delivery, Delivery.target == "square", Delivery.attempts >= 3) == 1
+        ),
+        timeout=60,
+        what="a create retried for longer than the lease",
+    )
+    st.faults("square", lose_response_after_commit_rate=0.0)
+    st.settle(timeout=90)
+
+    state = f"inbox outcomes {outcomes(st, 'square')}"
+    assert len(st.truth("square")) == 1
+    assert [r["id"] for r in st.truth("mema")] == [created["id"]], state
+    assert st.count(Customer) == 1, state
+    (square_link,) = links(st, "square")
+    assert square_link.synced_at is not None
+    assert square_link.external_id == st.truth("square")[0]["id"]
+    with st.rt.db.session() as s:
+        failed = s.scalars(select(Delivery.last_error).where(Delivery.state == DeliveryState.FAILED)).all()
+    assert failed == []
+
+
 # -- 4. merges ------------------------------------------------------------------------------
 def two_people_in_both(st: Stack) -> tuple[Link, Link]:
     _, first = created_in_both(st, 2)
