@@ -9,6 +9,7 @@ python3 -m venv .venv
 .venv/bin/python -m pip install --quiet -e '.[dev]'
 
 bash scripts/services.sh
+bash scripts/install_browser.sh  # Debian's Chromium for the ops page test (never a browser download)
 
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import tempfile
 import time
@@ -37,7 +38,8 @@ def leg_urls(leg: str, var: Path) -> tuple[str, str]:
     service_or_skip("Postgres", "127.0.0.1", 5432)
     if leg == "pg-redis":
         service_or_skip("Redis", "127.0.0.1", 6379)
-        return create_pg_database(), REDIS_URL
+        # A Redis db of its own (1-15), so that two stacks never consume each other's tasks.
+        return create_pg_database(), REDIS_URL.rsplit("/", 1)[0] + f"/{secrets.randbelow(15) + 1}"
     service_or_skip("RabbitMQ", "127.0.0.1", 5672)
     return create_pg_database(), AMQP_URL
 

@@ -141,7 +141,9 @@ def _write(
             return "delete", None, {}
         native = adapter.from_canonical(wanted)
         if creating:
-            if not first_create:
+            # A create with a caller-chosen id (Fieldpine) is safe to send again as it is;
+            # only systems that pick the id themselves need a look first.
+            if not first_create and adapter.preassigned_id(key) is None:
                 found = adapter.find_existing(values, key)
                 if found is not None:
                     record_found(rt, delivery_id, found)

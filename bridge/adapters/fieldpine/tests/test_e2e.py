@@ -67,9 +67,15 @@ def person(n: int, **extra: Any) -> dict[str, Any]:
 
 
 def outcomes(st: Stack, system: str) -> list[str]:
+    """Inbox outcomes of `system`; "adopted" (an echo that overtook our answer) reads as "echo"."""
     with st.rt.db.session() as s:
         rows = s.query(InboxEvent.outcome).filter(InboxEvent.system == system).all()
-    return sorted(o or "<pending>" for (o,) in rows)
+    return sorted(ours(o or "<pending>") for (o,) in rows)
+
+
+def ours(outcome: str) -> str:
+    """Our own create seen back before its answer is recorded is "adopted", else "echo"."""
+    return "echo" if outcome == "adopted" else outcome
 
 
 def stats(st: Stack, system: str) -> dict[str, Any]:

@@ -27,8 +27,9 @@ from tests.conftest import Stack
 from tests.harness import REDIS_URL, wait_for
 from tests.memorypos import MemorySandbox
 
+# Loyverse's 300 requests per 300 s, time scaled so that the budget binds in a test run:
 LIMIT = 100  # requests ...
-WINDOW_S = 2.0  # ... per this many seconds, for the sandbox and the adapter's limiter alike
+WINDOW_S = 5.0  # ... per this many seconds, for the sandbox and the adapter's limiter alike
 
 
 @pytest.fixture(scope="module", params=["sqlite", "pg-redis"])
@@ -40,13 +41,14 @@ def stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     # budgets of their own.
     limiter_url = REDIS_URL if leg == "pg-redis" else f"sqlite:///{var}/posbridge.sqlite"
     token = f"loyverse-e2e-{uuid.uuid4().hex[:12]}"
+    env = {
+        "POSBRIDGE_EXTRA_ADAPTERS": "tests.memorypos.adapter:MemoryA",
+        "POSBRIDGE_LOYVERSE_RATE_LIMIT_URL": limiter_url,
+    }
     st = Stack(
         leg,
         var,
-        extra_env={
-            "POSBRIDGE_EXTRA_ADAPTERS": "tests.memorypos.adapter:MemoryA",
-            "POSBRIDGE_LOYVERSE_RATE_LIMIT_URL": limiter_url,
-        },
+        extra_env=env,
         systems={
             "loyverse": lambda url: LoyverseSandbox(
                 webhook_url=url,
@@ -90,9 +92,15 @@ def person(n: int, **extra: Any) -> dict[str, Any]:
 
 
 def outcomes(st: Stack, system: str) -> list[str]:
+    """Inbox outcomes of `system`; "adopted" (an echo that overtook our answer) reads as "echo"."""
     with st.rt.db.session() as s:
         rows = s.query(InboxEvent.outcome).filter(InboxEvent.system == system).all()
-    return sorted(o or "<pending>" for (o,) in rows)
+    return sorted(ours(o or "<pending>") for (o,) in rows)
+
+
+def ours(outcome: str) -> str:
+    """Our own create seen back before its answer is recorded is "adopted", else "echo"."""
+    return "echo" if outcome == "adopted" else outcome
 
 
 def stats(st: Stack, system: str) -> dict[str, Any]:
@@ -178,6 +186,11 @@ def test_200_creates_with_lost_responses_make_exactly_200_customers(clean: Stack
 @pytest.mark.timeout(600)
 def test_1000_changes_spend_the_shared_budget_without_a_single_429(clean: Stack) -> None:
     st = clean
+    if st.leg == "sqlite":
+        # The embedded SQLite engine moves about 12 changes/s on two cores, below the
+        # scaled budget's 20 requests/s: the budget would never bind, so the leg cannot
+        # show what this test is about. Postgres + Redis is faster than the budget.
+        pytest.skip("the budget binds only on a leg faster than 20 requests/s")
     total = 1000
     before = stats(st, "loyverse")
     started = time.monotonic()
