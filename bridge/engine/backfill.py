@@ -14,15 +14,22 @@ are coalesced per customer and target, so planning twice creates nothing twice.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlalchemy import func, select
 
+from bridge import canonical
 from bridge.adapters.base import Capability, ExternalRecord
+from bridge.adapters.errors import Verdict, classify
 from bridge.canonical import utcnow
 from bridge.engine import customers as cust
 from bridge.engine.ingest import apply_record
+from bridge.engine.keys import idempotency_key
+from bridge.engine.push import attach_record
+from bridge.engine.retry import backoff_seconds
 from bridge.runtime import Runtime
 from bridge.store.models import Customer, Link
 
@@ -75,13 +82,95 @@ def _apply(rt: Runtime, system: str, records: list[ExternalRecord], report: Back
             report.read += 1
 
 
-def plan_all(rt: Runtime, *, dispatch: bool = True) -> int:
-    """Phase 2: a delivery for every (customer, target) whose target lacks or differs."""
+def bulk_create(rt: Runtime, target: str, customer_ids: Sequence[str], *, rounds: int = 5) -> int:
+    """Create the customers missing in `target` through its bulk endpoint, `max_bulk` a call.
+
+    Each entry carries the same deterministic idempotency key a single create would, and
+    its intent is recorded first, so an interrupted backfill resends safely. A call that
+    succeeds in part is retried with the failed entries only; whatever still fails (or
+    fails for good) is left to an ordinary delivery, which ends `failed` with the
+    vendor's reason if it must. Returns the number of records created.
+    """
+    adapter = rt.adapter(target)
+    region = rt.settings.default_region
+    created = 0
+    for start in range(0, len(customer_ids), adapter.max_bulk):
+        pending: dict[str, tuple[str, dict[str, Any]]] = {}
+        with rt.db.session() as session:
+            for customer_id in customer_ids[start : start + adapter.max_bulk]:
+                customer = session.get(Customer, customer_id)
+                if customer is None or customer.deleted or customer.merged_into:
+                    continue
+                link = session.scalar(
+                    select(Link).where(Link.customer_id == customer_id, Link.system == target)
+                )
+                if link is not None and link.synced_at is not None:
+                    continue
+                state = cust.load_state(customer)
+                if not any(cust.project(adapter, state, region).values()):
+                    continue
+                key = idempotency_key(customer_id, target)
+                if link is None:
+                    link = Link(customer_id=customer_id, system=target)
+                    session.add(link)
+                link.external_id = adapter.preassigned_id(key)
+                link.create_key = key
+                link.create_started_at = link.create_started_at or utcnow()
+                pending[key] = (
+                    customer_id,
+                    adapter.from_canonical(canonical.values_of(state, adapter.fields)),
+                )
+        for attempt in range(1, rounds + 1):
+            if not pending:
+                break
+            items = list(pending.items())
+            results = adapter.create_many([(key, native) for key, (_cid, native) in items])
+            retry_after = 0.0
+            with rt.db.session() as session:
+                for (key, (customer_id, _native)), result in zip(items, results, strict=True):
+                    if isinstance(result, ExternalRecord):
+                        attach_record(session, rt, customer_id, target, result)
+                        del pending[key]
+                        created += 1
+                        continue
+                    verdict = classify(result)
+                    if verdict.verdict != Verdict.RETRY:
+                        del pending[key]  # an ordinary delivery takes it from here
+                    else:
+                        retry_after = max(retry_after, verdict.retry_after or 0.0)
+            if pending and attempt < rounds:
+                time.sleep(
+                    backoff_seconds(attempt, base=rt.settings.retry_base_s, cap=30.0, retry_after=retry_after)
+                )
+    return created
+
+
+def plan_all(rt: Runtime, *, dispatch: bool = True, bulk: bool = True) -> int:
+    """Phase 2: a delivery for every (customer, target) whose target lacks or differs.
+
+    Targets with a bulk endpoint get their missing customers created through it first;
+    the deliveries then only cover what is left (updates, and entries the bulk call
+    could not create).
+    """
     planned: list[tuple[str, int]] = []
     with rt.db.session() as session:
         ids = session.scalars(
             select(Customer.id).where(Customer.deleted.is_(False), Customer.merged_into.is_(None))
         ).all()
+    if bulk:
+        for target in rt.targets():
+            if Capability.BULK not in rt.classes[target].capabilities:
+                continue
+            with rt.db.session() as session:
+                synced = set(
+                    session.scalars(
+                        select(Link.customer_id).where(Link.system == target, Link.synced_at.is_not(None))
+                    ).all()
+                )
+            missing = [cid for cid in ids if cid not in synced]
+            if missing:
+                made = bulk_create(rt, target, missing)
+                log.info("backfill: %d customers created in %s through its bulk endpoint", made, target)
     for start in range(0, len(ids), CHUNK):
         with rt.db.session() as session:
             for customer_id in ids[start : start + CHUNK]:

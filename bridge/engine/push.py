@@ -177,28 +177,32 @@ def _write(
 
 
 def attach(session: Session, rt: Runtime, delivery: Delivery, record: ExternalRecord) -> None:
-    """Record `record` as the delivery's customer's record in the target system.
+    attach_record(session, rt, delivery.customer_id, delivery.target, record)
+
+
+def attach_record(
+    session: Session, rt: Runtime, customer_id: str, target: str, record: ExternalRecord
+) -> None:
+    """Record `record` as the customer's record in the target system.
 
     If an ingest already linked that record to another canonical customer (it saw the
     record before we saw our answer), they are one person: fold them together.
     """
-    adapter = rt.adapter(delivery.target)
+    adapter = rt.adapter(target)
     link = session.scalar(
-        select(Link)
-        .where(Link.customer_id == delivery.customer_id, Link.system == delivery.target)
-        .with_for_update()
+        select(Link).where(Link.customer_id == customer_id, Link.system == target).with_for_update()
     )
     if link is None:
-        link = Link(customer_id=delivery.customer_id, system=delivery.target)
+        link = Link(customer_id=customer_id, system=target)
         session.add(link)
         session.flush()
     clash = session.scalar(
         select(Link)
-        .where(Link.system == delivery.target, Link.external_id == record.external_id, Link.id != link.id)
+        .where(Link.system == target, Link.external_id == record.external_id, Link.id != link.id)
         .with_for_update()
     )
     if clash is not None:
-        keep = cust.lock_customer(session, delivery.customer_id)
+        keep = cust.lock_customer(session, customer_id)
         other = cust.lock_customer(session, clash.customer_id)
         session.delete(clash)
         session.flush()

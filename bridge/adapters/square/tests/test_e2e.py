@@ -415,3 +415,52 @@ def test_square_delete_marks_customer_deleted_and_writes_nothing_to_memory(st: S
     assert st.writes("mema") == mema_writes
     assert mema_record(st, created["id"]) == created
     assert st.count(Delivery, Delivery.target == "mema", Delivery.state.in_(["pending", "in_flight"])) == 0
+
+
+# -- 6. backfill through the bulk endpoint --------------------------------------------------
+def test_backfill_creates_through_bulk_calls_and_resends_only_failed_entries(st: Stack) -> None:
+    from bridge.engine.backfill import link_system, plan_all
+
+    st.faults("mema", webhooks_enabled=False)  # these customers predate the bridge
+    for n in range(250):
+        # Five carry a phone Square refuses: those entries fail inside otherwise good calls.
+        phone = "12" if n % 50 == 7 else f"+1415555{n:04d}"
+        st.edit(
+            "mema",
+            {
+                "first_name": f"Bulk{n}",
+                "last_name": "Loaded",
+                "email": f"bulk{n}@example.com",
+                "phone": phone,
+            },
+        )
+    st.faults("mema", webhooks_enabled=True)
+    # Lost answers and 5xx make whole bulk calls fail: only resends can repair them.
+    st.faults("square", lose_response_after_commit_rate=0.5, error_rate=0.1, seed=11)
+    report = link_system(st.rt, "mema")
+    assert report.read == 250
+    plan_all(st.rt)
+    st.faults("square", lose_response_after_commit_rate=0.0, error_rate=0.0)
+    st.settle(timeout=120)
+    profiles = st.truth("square")
+    requests = st.call("square", "GET", "/_sandbox/stats")["requests"]
+    bulk_calls = requests.get("POST /v2/customers/bulk-create", 0)
+    single_creates = requests.get("POST /v2/customers", 0)
+    print(
+        f"\nsquare[{st.leg}]: {len(profiles)} profiles from {bulk_calls} bulk calls, "
+        f"{single_creates} single creates"
+    )
+    assert len(profiles) == 245
+    assert len({p["email_address"] for p in profiles}) == 245
+    assert bulk_calls > 3  # at least one call was lost and resent
+    with st.rt.db.session() as s:
+        assert s.query(Link).filter(Link.system == "square", Link.synced_at.is_not(None)).count() == 245
+        failed = s.scalars(
+            select(Delivery.last_error).where(
+                Delivery.target == "square", Delivery.state == DeliveryState.FAILED
+            )
+        ).all()
+    # The refused entries end as failed deliveries carrying Square's reason, nothing else.
+    assert len(failed) == 5
+    assert all("PHONE" in (reason or "") for reason in failed), failed
+    assert single_creates == 5
