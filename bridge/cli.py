@@ -74,6 +74,19 @@ def web(host: str | None, port: int | None) -> None:
     )
 
 
+def _metrics_dir(settings: Settings) -> None:
+    """Prefork children share one metrics directory, which must exist (and be empty of a
+    previous run) before Python starts, hence set here rather than in the worker."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    import shutil
+
+    directory = settings.var_dir / "metrics" / f"worker-{os.getpid()}"
+    shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+
+
 def _worker_argv(settings: Settings, *, beat: bool, queues: str | None, concurrency: int | None) -> list[str]:
     from workers.app import queues_for
 
@@ -104,6 +117,7 @@ def worker(queues: str | None, concurrency: int | None, beat: bool) -> None:
     """Run a Celery worker."""
     rt = _runtime()
     rt.db.upgrade()
+    _metrics_dir(rt.settings)
     os.execv(sys.executable, _worker_argv(rt.settings, beat=beat, queues=queues, concurrency=concurrency))
 
 
@@ -162,6 +176,7 @@ def serve(host: str | None, port: int | None) -> None:
     rt = _runtime()
     rt.db.upgrade()
     settings: Settings = rt.settings
+    _metrics_dir(settings)
     procs = [
         subprocess.Popen(_worker_argv(settings, beat=True, queues=None, concurrency=None)),
         subprocess.Popen(
@@ -321,7 +336,14 @@ def backfill(system: str, dry_run: bool, link_only: bool, chunk: int, as_json: b
     """
     from dataclasses import asdict
 
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from bridge.engine import backfill as bf
 
@@ -338,9 +360,12 @@ def backfill(system: str, dry_run: bool, link_only: bool, chunk: int, as_json: b
         BarColumn(),
         TextColumn("{task.completed} records · {task.fields[rate]:.0f}/s"),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
     )
+    total = rt.adapter(system).estimate_total()
     with Progress(*columns, console=Console(stderr=True), disable=as_json) as progress:
-        task = progress.add_task(f"reading {system}", total=None, rate=0.0)
+        task = progress.add_task(f"reading {system}", total=total, rate=0.0)
         started = time.monotonic()
 
         def advance(n: int) -> None:

@@ -1,23 +1,24 @@
 """Prometheus metrics for web and workers.
 
-Celery's prefork children are separate processes: when `PROMETHEUS_MULTIPROC_DIR` is set
-(the worker command sets it under the var dir), every process writes its samples there
-and `/metrics` aggregates them, so the figures are right under prefork.
+The web app serves `/metrics`. Celery's prefork children are separate processes, so a
+worker started by `posbridge worker` gets `PROMETHEUS_MULTIPROC_DIR` (set before Python
+starts) and, with `POSBRIDGE_WORKER_METRICS_PORT`, serves the aggregate of all its
+children on that port. Figures whose truth is the database are read at scrape time.
 """
 
 from __future__ import annotations
 
-import os
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 WEBHOOK_EVENTS = Counter(
     "posbridge_webhook_events_total",
@@ -44,26 +45,58 @@ RETRIES = Counter("posbridge_retries_total", "Push attempts that will be retried
 ECHOES = Counter(
     "posbridge_echoes_suppressed_total", "Events recognised as the bridge's own writes", ["system"]
 )
-DELIVERIES = Gauge(
-    "posbridge_deliveries", "Deliveries by target and state", ["target", "state"], multiprocess_mode="livemax"
-)
-POLL_LAG = Gauge(
-    "posbridge_poll_lag_seconds",
-    "Seconds since the last successful poll",
-    ["system"],
-    multiprocess_mode="livemax",
-)
 
 
-def render() -> tuple[bytes, str]:
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory:
-        from prometheus_client import multiprocess
+class DatabaseCollector:
+    """Figures whose truth is the database, read at scrape time (right under any number of
+    processes): deliveries by target and state, pending inbox, poll lag, paused targets."""
 
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        from bridge.ops.status import system_status
+
+        rows = system_status(self.rt)
+        deliveries = GaugeMetricFamily(
+            "posbridge_deliveries", "Deliveries waiting or failed", labels=["target", "state"]
+        )
+        inbox = GaugeMetricFamily(
+            "posbridge_inbox_pending", "Inbox events not yet ingested", labels=["system"]
+        )
+        lag = GaugeMetricFamily(
+            "posbridge_poll_lag_seconds", "Seconds since the last successful poll", labels=["system"]
+        )
+        paused = GaugeMetricFamily(
+            "posbridge_target_paused", "1 while a target is paused by an auth failure", labels=["system"]
+        )
+        for row in rows:
+            deliveries.add_metric([row["system"], "pending"], row["pending"])
+            deliveries.add_metric([row["system"], "failed"], row["failed"])
+            inbox.add_metric([row["system"]], row["inbox_pending"])
+            if row["poll_lag_s"] is not None:
+                lag.add_metric([row["system"]], row["poll_lag_s"])
+            paused.add_metric([row["system"]], 1.0 if row["paused"] else 0.0)
+        yield from (deliveries, inbox, lag, paused)
+
+
+def render(rt: Any | None = None) -> tuple[bytes, str]:
+    """This process's metrics, plus the database-backed ones when given a runtime."""
+    body = generate_latest()
+    if rt is not None:
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(), CONTENT_TYPE_LATEST
+        registry.register(DatabaseCollector(rt))
+        body += generate_latest(registry)
+    return body, CONTENT_TYPE_LATEST
+
+
+def multiprocess_registry() -> CollectorRegistry:
+    """Every prefork child's samples, from PROMETHEUS_MULTIPROC_DIR (for the worker endpoint)."""
+    from prometheus_client import multiprocess
+
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry
 
 
 def sample(name: str, labels: dict[str, str]) -> float:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
 
 from bridge.adapters import registry
 from bridge.adapters.base import Capability
@@ -109,6 +109,41 @@ def _setup_logging(**_kwargs: Any) -> None:
 
 
 setup_logging.connect(_setup_logging)
+
+
+def _start_metrics_endpoint(**_kwargs: Any) -> None:
+    """In the worker's main process: serve every child's metrics on one port."""
+    import os
+
+    port = os.environ.get("POSBRIDGE_WORKER_METRICS_PORT")
+    if not port or not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    from prometheus_client import start_http_server
+
+    from bridge.metrics import multiprocess_registry
+
+    start_http_server(
+        int(port),
+        addr=os.environ.get("POSBRIDGE_WORKER_METRICS_ADDR", "127.0.0.1"),
+        registry=multiprocess_registry(),
+    )
+
+
+def _child_exit(pid: int | None = None, **_kwargs: Any) -> None:
+    """A prefork child is going: log out of POS sessions, retire its metric files."""
+    import os
+
+    from bridge.runtime import set_runtime
+
+    set_runtime(None)  # closes adapters (OnSite logs its session out)
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
+
+
+worker_init.connect(_start_metrics_endpoint)
+worker_process_shutdown.connect(_child_exit)
 
 
 def _after_fork(**_kwargs: Any) -> None:

@@ -38,7 +38,7 @@ def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
             log.info("ingest of inbox %s (%s): %s", inbox_id, result.system, result.outcome)
         system = result.system or "unknown"
         metrics.INGEST_SECONDS.labels(system, result.outcome).observe(time.perf_counter() - started)
-        if result.outcome == "echo":
+        if result.outcome in ("echo", "adopted"):  # adopted: our own write, seen before its answer
             metrics.ECHOES.labels(system).inc()
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
         _run_pushes(rt, result.deliveries)

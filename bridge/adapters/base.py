@@ -261,6 +261,10 @@ class Adapter:
     def fetch(self, external_id: str) -> ExternalRecord | None:
         raise NotImplementedError
 
+    def estimate_total(self) -> int | None:
+        """How many customers a full read would yield, if the system says cheaply (progress/ETA)."""
+        return None
+
     def probe(self) -> None:
         """A cheap authenticated call; raises AuthError while credentials are refused."""
         raise NotImplementedError

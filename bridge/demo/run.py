@@ -442,7 +442,7 @@ class Demo:
             "customers": int(customers or 0),
             "events": int(sum(outcomes.values())),
             "outcomes": {str(k): int(v) for k, v in outcomes.items()},
-            "echoes_suppressed": int(outcomes.get("echo", 0)),
+            "echoes_suppressed": int(outcomes.get("echo", 0)) + int(outcomes.get("adopted", 0)),
             "writes": {s: int(stats[s]["writes"]) for s in self.writable},
             "requests": {s: int(stats[s]["requests_total"]) for s in self.systems},
             "faults_injected": {s: stats[s]["faults"] for s in self.systems},

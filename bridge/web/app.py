@@ -50,7 +50,7 @@ async def readyz(request: Request) -> Response:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    body, content_type = await run_in_threadpool(metrics.render)
+    body, content_type = await run_in_threadpool(metrics.render, request.app.state.runtime)
     return Response(body, media_type=content_type)
 
 

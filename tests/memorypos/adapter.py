@@ -132,6 +132,9 @@ class MemoryAdapter(Adapter):
                 yield _record(row)
             offset = page["next_offset"]
 
+    def estimate_total(self) -> int | None:
+        return len(self._call("GET", "/customers").json()["customers"])
+
     def fetch(self, external_id: str) -> ExternalRecord | None:
         try:
             return _record(self._call("GET", f"/customers/{external_id}").json())

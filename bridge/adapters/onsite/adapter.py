@@ -167,6 +167,9 @@ class OnSiteAdapter(Adapter):
         return webhook.parse(request)
 
     # -- reads -------------------------------------------------------------------------
+    def estimate_total(self) -> int | None:
+        return self.client.list_customers(count=1).total_count
+
     def probe(self) -> None:
         self.client.list_customers(count=1)
 
