@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     worker_concurrency: int = 2
+    # Prefix of every queue name: lets several deployments (or test runs) share a broker.
+    queue_prefix: str = ""
 
     @field_validator("systems", "extra_adapters", "match_rules", "system_priority", mode="before")
     @classmethod

@@ -13,4 +13,4 @@ bash scripts/install_browser.sh  # Debian's Chromium for the ops page test (neve
 
 echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy
-echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+echo "== pytest"; .venv/bin/python -m pytest -q -p no:cacheprovider --durations=20 "$@"

@@ -92,6 +92,8 @@ class Stack:
             "POSBRIDGE_LOG_JSON": "false",
             "POSBRIDGE_TRIGGER_TOKEN": "trigger-secret",
             "POSBRIDGE_DELETE_GRACE_S": "1",
+            # Stacks may run side by side (pytest-xdist) on one RabbitMQ: queues of their own.
+            "POSBRIDGE_QUEUE_PREFIX": f"t{secrets.token_hex(3)}.",
         }
         if systems is None:
             self.env["POSBRIDGE_EXTRA_ADAPTERS"] = MEMORY_ADAPTERS

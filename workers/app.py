@@ -22,7 +22,22 @@ R = TypeVar("R")
 
 
 def queues_for(settings: Settings) -> list[str]:
-    return ["ingest", "poll", "maintenance", *(f"push.{s}" for s in settings.systems)]
+    p = settings.queue_prefix
+    return [f"{p}ingest", f"{p}poll", f"{p}maintenance", *(f"{p}push.{s}" for s in settings.systems)]
+
+
+def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
+    """Where each task goes when sent without an explicit queue (beat, Flower, retries)."""
+    p = settings.queue_prefix
+    maintenance = {"queue": f"{p}maintenance"}
+    return {
+        "posbridge.ingest": {"queue": f"{p}ingest"},
+        "posbridge.poll": {"queue": f"{p}poll"},
+        "posbridge.sweep": maintenance,
+        "posbridge.prune_inbox": maintenance,
+        "posbridge.retry_delivery": maintenance,
+        "posbridge.retry_failed": maintenance,
+    }
 
 
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -30,12 +45,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "sweep": {
             "task": "posbridge.sweep",
             "schedule": settings.sweep_interval_s,
-            "options": {"queue": "maintenance"},
+            "options": {"queue": f"{settings.queue_prefix}maintenance"},
         },
         "prune-inbox": {
             "task": "posbridge.prune_inbox",
             "schedule": 3600.0,
-            "options": {"queue": "maintenance"},
+            "options": {"queue": f"{settings.queue_prefix}maintenance"},
         },
     }
     classes = registry.available(settings.extra_adapters)
@@ -51,7 +66,7 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                 "task": "posbridge.poll",
                 "schedule": interval,
                 "args": [system],
-                "options": {"queue": "poll"},
+                "options": {"queue": f"{settings.queue_prefix}poll"},
             }
     return schedule
 
@@ -82,7 +97,9 @@ def configure(app: Celery, settings: Settings | None = None) -> Celery:
         worker_prefetch_multiplier=1,
         task_serializer="json",
         accept_content=["json"],
-        task_default_queue="ingest",
+        task_default_queue=f"{settings.queue_prefix}ingest",
+        task_routes=task_routes(settings),
+        posbridge_queue_prefix=settings.queue_prefix,
         task_create_missing_queues=True,
         worker_hijack_root_logger=False,
         worker_send_task_events=True,
@@ -158,11 +175,11 @@ def _after_fork(**_kwargs: Any) -> None:
 worker_process_init.connect(_after_fork)
 
 
-def task(name: str, queue: str | None = None) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """`app.task` with a stable name and explicit queue, typed for mypy."""
+def task(name: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """`app.task` with a stable name, typed for mypy. Queues come from `task_routes`."""
 
     def register(fn: Callable[P, R]) -> Callable[P, R]:
-        return cast("Callable[P, R]", app.task(name=name, queue=queue)(fn))
+        return cast("Callable[P, R]", app.task(name=name)(fn))
 
     return register
 

@@ -17,13 +17,14 @@ class CeleryDispatcher:
 
             celery = default_app
         self.app: Celery = celery
+        self.prefix = str(celery.conf.get("posbridge_queue_prefix") or "")
 
     def ingest(self, inbox_ids: list[int], countdown: float = 0.0) -> None:
         if inbox_ids:
             self.app.send_task(
                 "posbridge.ingest",
                 args=[list(inbox_ids)],
-                queue="ingest",
+                queue=f"{self.prefix}ingest",
                 countdown=countdown if countdown > 0 else None,
             )
 
@@ -31,9 +32,9 @@ class CeleryDispatcher:
         self.app.send_task(
             "posbridge.push",
             args=[delivery_id],
-            queue=f"push.{target}",
+            queue=f"{self.prefix}push.{target}",
             countdown=countdown if countdown > 0 else None,
         )
 
     def poll(self, system: str) -> None:
-        self.app.send_task("posbridge.poll", args=[system], queue="poll")
+        self.app.send_task("posbridge.poll", args=[system], queue=f"{self.prefix}poll")

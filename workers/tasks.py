@@ -26,7 +26,7 @@ def _run_pushes(rt: Runtime, planned: list[tuple[str, int]]) -> None:
         rt.dispatch.push(target, delivery_id, countdown=rt.settings.coalesce_window_s)
 
 
-@task("posbridge.ingest", queue="ingest")
+@task("posbridge.ingest")
 def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
     rt = get_runtime()
     ids = [inbox_ids] if isinstance(inbox_ids, int) else list(inbox_ids)
@@ -89,13 +89,13 @@ def _target(rt: Runtime, delivery_id: int) -> str | None:
         return session.scalar(select(Delivery.target).where(Delivery.id == delivery_id))
 
 
-@task("posbridge.poll", queue="poll")
+@task("posbridge.poll")
 def poll(system: str) -> dict[str, Any]:
     report = poll_mod.poll(get_runtime(), system)
     return {"seen": report.seen, "new": report.new, "skipped": report.skipped}
 
 
-@task("posbridge.sweep", queue="maintenance")
+@task("posbridge.sweep")
 def sweep() -> dict[str, Any]:
     report = sweep_mod.sweep(get_runtime())
     return {
@@ -106,7 +106,7 @@ def sweep() -> dict[str, Any]:
     }
 
 
-@task("posbridge.prune_inbox", queue="maintenance")
+@task("posbridge.prune_inbox")
 def prune_inbox() -> int:
     return sweep_mod.prune_inbox(get_runtime())
 
@@ -145,11 +145,11 @@ def retry_deliveries(rt: Runtime, *, delivery_id: int | None = None, system: str
     return [i for _, i in revived]
 
 
-@task("posbridge.retry_delivery", queue="maintenance")
+@task("posbridge.retry_delivery")
 def retry_delivery(delivery_id: int) -> list[int]:
     return retry_deliveries(get_runtime(), delivery_id=int(delivery_id))
 
 
-@task("posbridge.retry_failed", queue="maintenance")
+@task("posbridge.retry_failed")
 def retry_failed(system: str | None = None) -> list[int]:
     return retry_deliveries(get_runtime(), system=system or None)

@@ -86,8 +86,9 @@ class WorkerProcess:
         from bridge.config import Settings
         from workers.app import queues_for
 
-        systems = self.env.get("POSBRIDGE_SYSTEMS", "")
-        queues = ",".join(queues_for(Settings(systems=systems.split(",")) if systems else Settings()))
+        systems = [s for s in self.env.get("POSBRIDGE_SYSTEMS", "").split(",") if s]
+        prefix = self.env.get("POSBRIDGE_QUEUE_PREFIX", "")
+        queues = ",".join(queues_for(Settings(_env_file=None, systems=systems, queue_prefix=prefix)))
         pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, **self.env, "PYTHONPATH": pythonpath}
         log = self.log_path.open("ab")
@@ -118,7 +119,7 @@ class WorkerProcess:
             start_new_session=True,
         )
         wait_for(
-            lambda: b"ready." in self.log_path.read_bytes() or self._dead(), timeout=60, what="worker ready"
+            lambda: b"ready." in self.log_path.read_bytes() or self._dead(), timeout=180, what="worker ready"
         )
         if self._dead():
             raise RuntimeError(f"worker died: {self.log_path.read_text()[-3000:]}")
