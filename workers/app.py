@@ -7,7 +7,13 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, cast
 
 from celery import Celery
-from celery.signals import setup_logging, worker_init, worker_process_init, worker_process_shutdown
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+)
 
 from bridge.adapters import registry
 from bridge.adapters.base import Capability
@@ -159,7 +165,19 @@ def _child_exit(pid: int | None = None, **_kwargs: Any) -> None:
         multiprocess.mark_process_dead(pid or os.getpid())  # type: ignore[no-untyped-call]
 
 
+def _announce_ready(**_kwargs: Any) -> None:
+    """Tell a supervising process that the worker consumes, without relying on log lines
+    (whose level the operator chooses): write the file it named."""
+    import os
+    from pathlib import Path
+
+    path = os.environ.get("POSBRIDGE_READY_FILE")
+    if path:
+        Path(path).write_text(str(os.getpid()))
+
+
 worker_init.connect(_start_metrics_endpoint)
+worker_ready.connect(_announce_ready)
 worker_process_shutdown.connect(_child_exit)
 
 

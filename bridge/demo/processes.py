@@ -76,10 +76,11 @@ def wait_for(
 class WorkerProcess:
     """`celery worker -B` as a real child process, with its own environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2, beat: bool = True) -> None:
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
+        self.beat = beat  # exactly one process of a deployment may run beat
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
@@ -91,6 +92,8 @@ class WorkerProcess:
         queues = ",".join(queues_for(Settings(_env_file=None, systems=systems, queue_prefix=prefix)))
         pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, **self.env, "PYTHONPATH": pythonpath}
+        self.ready_file = Path(self.env["POSBRIDGE_VAR_DIR"]) / f"worker-ready-{uuid.uuid4().hex[:8]}"
+        env["POSBRIDGE_READY_FILE"] = str(self.ready_file)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -100,7 +103,7 @@ class WorkerProcess:
                 "-A",
                 "workers",
                 "worker",
-                "-B",
+                *(["-B"] if self.beat else []),
                 "-Q",
                 queues,
                 "-c",
@@ -118,9 +121,11 @@ class WorkerProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-        wait_for(
-            lambda: b"ready." in self.log_path.read_bytes() or self._dead(), timeout=180, what="worker ready"
-        )
+        try:
+            wait_for(lambda: self.ready_file.exists() or self._dead(), timeout=180, what="worker ready")
+        except AssertionError:
+            self.kill9()
+            raise
         if self._dead():
             raise RuntimeError(f"worker died: {self.log_path.read_text()[-3000:]}")
         return self
