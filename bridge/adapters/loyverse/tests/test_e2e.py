@@ -222,7 +222,9 @@ def test_1000_changes_spend_the_shared_budget_without_a_single_429(clean: Stack)
     assert elapsed >= minimum  # what the sandbox enforces; a faster run would mean 429s were possible
     # Near the budget's minimum: the limiter must not throttle harder than the budget
     # requires (a margin, long waits handed back to the engine as retries, ...).
-    assert elapsed <= 1.5 * minimum + 10, (
+    # The margin covers a loaded CI machine, where the pipeline itself (not the limiter)
+    # sets the pace; a limiter throttling harder than the budget shows as 3x and more.
+    assert elapsed <= 2.5 * minimum + 10, (
         f"{elapsed:.1f}s is far above the budget's {minimum:.1f}s: "
         f"{requests / elapsed:.1f} req/s against {LIMIT / WINDOW_S:.1f} allowed"
     )

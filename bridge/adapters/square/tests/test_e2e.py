@@ -455,12 +455,13 @@ def test_backfill_creates_through_bulk_calls_and_resends_only_failed_entries(st:
     assert bulk_calls > 3  # at least one call was lost and resent
     with st.rt.db.session() as s:
         assert s.query(Link).filter(Link.system == "square", Link.synced_at.is_not(None)).count() == 245
-        failed = s.scalars(
-            select(Delivery.last_error).where(
+        failed_rows = s.execute(
+            select(Delivery.customer_id, Delivery.last_error).where(
                 Delivery.target == "square", Delivery.state == DeliveryState.FAILED
             )
         ).all()
+    failed = [reason for _cid, reason in failed_rows]
     # The refused entries end as failed deliveries carrying Square's reason, nothing else.
-    assert len(failed) == 5
+    assert len({cid for cid, _ in failed_rows}) == 5  # one customer may fail twice (a later change)
     assert all("PHONE" in (reason or "") for reason in failed), failed
     assert single_creates >= 5  # one each; a lost answer (faults still on) may repeat one
