@@ -81,6 +81,7 @@ class Runtime:
             if adapter is None:
                 cls = self.classes[system]
                 adapter = cls(self.adapter_settings(system), transport=self.transports.get(system))
+                adapter.state_dir = self.settings.var_dir / "state" / system
                 self._adapters[system] = adapter
             return adapter
 

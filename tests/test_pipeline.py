@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 
-from bridge.store.models import Customer, Delivery, DeliveryState, InboxEvent, Link
+from bridge.store.models import Attempt, Customer, Delivery, DeliveryState, InboxEvent, Link
 from tests.conftest import Stack
 
 
@@ -145,6 +145,44 @@ def test_till_edits_in_both_systems_merge_field_by_field(clean: Stack) -> None:
         rec = st.truth(system)[0]
         assert rec["note"] == "likes tea", system
         assert rec["email"] == "ada@b.example", system
+
+
+def test_till_edit_made_while_our_write_waits_is_not_overwritten(clean: Stack) -> None:
+    """memb takes any write as the truth (no versions): an edit made there after our last
+    read and before our write must survive it and reach mema, even if its webhook is lost."""
+    st = clean
+    a = st.edit("mema", person())
+    st.settle()
+    b_id = st.truth("memb")[0]["id"]
+    before = st.writes("memb")
+    st.faults("memb", webhooks_enabled=False)  # the bridge can learn of it only by looking
+    st.edit("mema", {"note": "likes tea"}, a["id"])  # pushed to memb after the coalescing window
+    st.edit("memb", {"email": "ada@b.example"}, b_id)  # at memb's till, inside that window
+    st.settle()
+    st.faults("memb", webhooks_enabled=True)
+    for system in ("mema", "memb"):
+        rec = st.truth(system)[0]
+        assert rec["note"] == "likes tea", system
+        assert rec["email"] == "ada@b.example", system
+    assert st.writes("memb") - before == 2  # the till's edit and our one write
+    with st.rt.db.session() as s:
+        reread = s.query(Attempt).filter(Attempt.action == "reread", Attempt.outcome == "absorbed").count()
+    assert reread == 1
+
+
+def test_versioned_target_is_written_without_a_look_first(clean: Stack) -> None:
+    st = clean
+    b = st.edit("memb", person())
+    st.settle()
+    a_id = st.truth("mema")[0]["id"]
+    reads = st.call("mema", "GET", "/_sandbox/stats")["requests"]
+    st.edit("memb", {"note": "likes tea"}, b["id"])
+    st.settle()
+    after = st.call("mema", "GET", "/_sandbox/stats")["requests"]
+    assert st.truth("mema")[0]["note"] == "likes tea"
+    gets = {k: after.get(k, 0) - reads.get(k, 0) for k in after if k.startswith("GET /customers/")}
+    assert sum(gets.values()) == 0, gets  # mema refuses stale versions: no re-read needed
+    assert a_id
 
 
 def test_failed_delivery_is_recorded_with_the_vendor_reason(clean: Stack) -> None:

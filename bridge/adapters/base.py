@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -37,6 +38,10 @@ class Capability(StrEnum):
     BULK = "bulk"
     READ_ONLY = "read_only"
     ORDERS = "orders"
+    # Updates carry the version they were based on and the system refuses a stale one, so
+    # a till edit made since our last read cannot be overwritten. Without it the engine
+    # re-reads the record before every update and folds in what changed at the till.
+    VERSIONED_WRITES = "versioned_writes"
 
 
 class EventKind(StrEnum):
@@ -208,6 +213,9 @@ class Adapter:
         self.settings = settings
         self.transport = transport
         self._client: httpx.Client | None = None
+        # A directory of this system's own under the var dir, set by the runtime, for state
+        # that must outlive the process (see `bridge.adapters.slots`); None: keep nothing.
+        self.state_dir: Path | None = None
 
     # -- plumbing ---------------------------------------------------------------------
     def http_client(self) -> httpx.Client:

@@ -8,6 +8,7 @@ has already seen), and advances the cursor to the newest change seen.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,7 +34,11 @@ class PollReport:
     skipped: str | None = None
 
 
-def poll(rt: Runtime, system: str, *, lease_s: float = 600.0) -> PollReport:
+def poll(rt: Runtime, system: str, *, lease_s: float | None = None) -> PollReport:
+    # The lease is short and renewed while the poll makes progress, so a poll whose
+    # worker was killed blocks the next one for one lease at most, not for minutes.
+    lease_s = rt.settings.lease_s if lease_s is None else lease_s
+    lease = _Lease(rt, system, lease_s)
     report = PollReport(system)
     adapter = rt.adapter(system)
     now = utcnow()
@@ -56,6 +61,7 @@ def poll(rt: Runtime, system: str, *, lease_s: float = 600.0) -> PollReport:
     try:
         if Capability.ORDERS in adapter.capabilities:
             for order in adapter.poll_orders(since):
+                lease.renew()
                 # Orders may change without a change time (LS One): key on the content.
                 stamp = projection_hash(order.native)[:16]
                 events.append(
@@ -75,6 +81,7 @@ def poll(rt: Runtime, system: str, *, lease_s: float = 600.0) -> PollReport:
                     events = []
         if Capability.POLLING in adapter.capabilities and Capability.ORDERS not in adapter.capabilities:
             for record in adapter.poll(since):
+                lease.renew()
                 stamp = (
                     str(record.version)
                     if record.version is not None
@@ -112,6 +119,24 @@ def poll(rt: Runtime, system: str, *, lease_s: float = 600.0) -> PollReport:
         row.seen = (row.seen or 0) + report.seen
     report.cursor = newest
     return report
+
+
+class _Lease:
+    """Keeps a running poll's lease ahead of the clock, a third of a lease at a time."""
+
+    def __init__(self, rt: Runtime, system: str, lease_s: float) -> None:
+        self.rt = rt
+        self.system = system
+        self.lease_s = lease_s
+        self.renewed = time.monotonic()
+
+    def renew(self) -> None:
+        if time.monotonic() - self.renewed < self.lease_s / 3:
+            return
+        with self.rt.db.session() as session:
+            row = session.get_one(PollCursor, self.system)
+            row.lease_until = utcnow() + timedelta(seconds=self.lease_s)
+        self.renewed = time.monotonic()
 
 
 def _later(a: datetime | None, b: datetime | None) -> datetime | None:

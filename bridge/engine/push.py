@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge import canonical
-from bridge.adapters.base import Adapter, ExternalRecord
+from bridge.adapters.base import Adapter, Capability, ExternalRecord
 from bridge.adapters.errors import (
     AdapterError,
     ConflictError,
@@ -36,6 +36,9 @@ from bridge.store.models import Attempt, Customer, Delivery, DeliveryState, Link
 log = logging.getLogger("posbridge.push")
 
 MAX_CONFLICT_ROUNDS = 3
+# What `absorb` answers when the record held something we did not know: the customer
+# changed, so the projection must be made again before writing.
+_ABSORBED = frozenset({"updated", "noop", "linked", "adopted", "created"})
 
 
 @dataclass
@@ -150,6 +153,16 @@ def _write(
                     continue  # linked now: the next round updates it if it differs
             return "create", adapter.create(native, key), values
         assert ext_id is not None
+        if not adapter.has(Capability.VERSIONED_WRITES):
+            # Nothing over there refuses a write based on an old read, so a till edit made
+            # since we last knew the record would be overwritten, and come back as our own
+            # echo: lost everywhere. Look first, and fold in whatever changed.
+            current = adapter.fetch(ext_id)
+            if current is None:
+                forget_link(rt, delivery_id)
+                continue
+            if absorb(rt, adapter, delivery_id, current) in _ABSORBED:
+                continue  # the merged state is projected afresh in the next round
         try:
             return "update", adapter.update(ext_id, native, version), values
         except ConflictError as err:
@@ -228,13 +241,29 @@ def record_found(rt: Runtime, delivery_id: int, record: ExternalRecord) -> None:
         )
 
 
-def absorb(rt: Runtime, adapter: Adapter, delivery_id: int, record: ExternalRecord) -> None:
-    """Merge a record read back from the target into the canonical customer."""
+def absorb(rt: Runtime, adapter: Adapter, delivery_id: int, record: ExternalRecord) -> str:
+    """Merge a record read back from the target into the canonical customer.
+
+    Returns the ingest outcome: `echo` or `stale` mean the record held nothing new.
+    """
     from bridge.engine.ingest import apply_record
 
     with rt.db.session() as session:
         delivery = session.get_one(Delivery, delivery_id)
-        apply_record(session, rt, adapter, delivery.target, record, None, delivery.correlation_id, utcnow())
+        result = apply_record(
+            session, rt, adapter, delivery.target, record, None, delivery.correlation_id, utcnow()
+        )
+        if result.outcome in _ABSORBED:
+            session.add(
+                Attempt(
+                    delivery_id=delivery_id,
+                    action="reread",
+                    outcome="absorbed",
+                    duration_ms=0.0,
+                    error=f"{record.external_id} had changed there since our last write; merged first",
+                )
+            )
+        return result.outcome
 
 
 def forget_link(rt: Runtime, delivery_id: int) -> None:

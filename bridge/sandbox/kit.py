@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -56,6 +56,8 @@ class Faults(BaseModel):
     rate_limit_window_s: float = 1.0
     webhook_duplicate_rate: float = 0.0
     webhook_jitter_ms: float = 0.0
+    # Every webhook sent this many times (each copy jittered on its own), on top of duplicates.
+    webhook_copies: int = Field(default=1, ge=1, le=10)
     webhooks_enabled: bool = True
     seed: int | None = None
 
@@ -182,6 +184,7 @@ class WebhookSender:
         self.rng = rng or random.Random()
         self.duplicate_rate = 0.0
         self.jitter_ms = 0.0
+        self.copies = 1
         self.enabled = True
         self.stats: Counter[str] = Counter()
         self.log: deque[dict[str, Any]] = deque(maxlen=500)
@@ -192,7 +195,7 @@ class WebhookSender:
         target = url or self.url
         if not target or not self.enabled:
             return
-        copies = 2 if self.rng.random() < self.duplicate_rate else 1
+        copies = self.copies + (1 if self.rng.random() < self.duplicate_rate else 0)
         for _ in range(copies):
             self.stats["emitted"] += 1
             task = asyncio.get_running_loop().create_task(self._deliver(target, body, dict(headers)))
@@ -429,6 +432,7 @@ class Sandbox:
         self.store.keep_history = self.faults.consistency_lag_ms > 0 or self.store.keep_history
         self.webhooks.duplicate_rate = self.faults.webhook_duplicate_rate
         self.webhooks.jitter_ms = self.faults.webhook_jitter_ms
+        self.webhooks.copies = self.faults.webhook_copies
         self.webhooks.enabled = self.faults.webhooks_enabled
         return self.faults
 

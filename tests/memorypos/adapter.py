@@ -191,10 +191,18 @@ class MemoryAdapter(Adapter):
 
 
 class MemoryA(MemoryAdapter):
+    """Refuses an update based on a stale version, like Square."""
+
     name = "mema"
     title = "Memory POS A"
+    capabilities = MemoryAdapter.capabilities | {Capability.VERSIONED_WRITES}
 
 
 class MemoryB(MemoryAdapter):
+    """Takes any update as the new truth, like Fieldpine, OnSite and Loyverse."""
+
     name = "memb"
     title = "Memory POS B"
+
+    def update(self, external_id: str, native: dict[str, Any], version: int | None) -> ExternalRecord:
+        return super().update(external_id, native, None)

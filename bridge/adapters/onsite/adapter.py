@@ -30,6 +30,7 @@ from bridge.adapters.onsite import mapping, webhook
 from bridge.adapters.onsite.client import FILTER, OnSiteClient, quote
 from bridge.adapters.onsite.models import Customer
 from bridge.adapters.onsite.settings import OnSiteSettings
+from bridge.adapters.slots import Slot, SlotsExhausted
 from bridge.canonical import (
     COMPANY_NAME,
     EMAIL,
@@ -44,6 +45,8 @@ log = logging.getLogger("posbridge.adapters.onsite")
 # How many candidates per search `find_existing` checks; a create we lost is recent
 # and unique on its whole projection, so a short list is plenty.
 FIND_EXISTING_CANDIDATES = 25
+# Where a process keeps its server session for the process that replaces it.
+SESSION_KEY = "session"
 
 
 class PerInstanceFields:
@@ -90,6 +93,7 @@ class OnSiteAdapter(Adapter):
         self._fields = mapping.fields_for(self.code_field)
         self.zone = ZoneInfo(settings.server_timezone)
         self._onsite: OnSiteClient | None = None
+        self._slot: Slot | None = None
 
     # -- plumbing ----------------------------------------------------------------------
     def default_headers(self) -> dict[str, str]:
@@ -115,8 +119,38 @@ class OnSiteAdapter(Adapter):
     def client(self) -> OnSiteClient:
         http = self.http_client()
         if self._onsite is None or self._onsite.http is not http:
-            self._onsite = OnSiteClient(http, page_size=self.config.page_size)
+            slot = self._session_slot()
+            self._onsite = OnSiteClient(
+                http,
+                page_size=self.config.page_size,
+                on_session=self._remember_session if slot is not None else None,
+            )
+            kept = slot.read(SESSION_KEY) if slot is not None else None
+            if kept:
+                # A predecessor in this slot died without logging out (kill -9, OOM): its
+                # session still holds a seat, so carry it on instead of opening another.
+                log.info("OnSite: resuming the session left in state slot %s", slot.index if slot else "-")
+                self._onsite.resume(kept)
         return self._onsite
+
+    def _session_slot(self) -> Slot | None:
+        if self.state_dir is None:
+            return None
+        if self._slot is None or not self._slot.held:
+            try:
+                self._slot = Slot.claim(self.state_dir)
+            except (OSError, SlotsExhausted) as err:
+                log.warning("OnSite: no state slot, sessions will not survive a crash: %s", err)
+                return None
+        return self._slot
+
+    def _remember_session(self, session_id: str | None) -> None:
+        if self._slot is None:
+            return
+        if session_id:
+            self._slot.write(SESSION_KEY, session_id)
+        else:
+            self._slot.clear(SESSION_KEY)
 
     def close(self) -> None:
         """Log out first: an abandoned session keeps a licence seat until it idles out."""
@@ -126,6 +160,9 @@ class OnSiteAdapter(Adapter):
             except (AdapterError, httpx.HTTPError) as err:
                 log.warning("OnSite logout failed; the session will idle out: %s", err)
         self._onsite = None
+        if self._slot is not None:
+            self._slot.release()
+            self._slot = None
         super().close()
 
     # -- records -----------------------------------------------------------------------

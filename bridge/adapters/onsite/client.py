@@ -10,7 +10,7 @@ fresh session with the basic-auth credentials every request carries anyway.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import httpx
@@ -79,14 +79,43 @@ def parse(model: type[M], response: httpx.Response) -> M:
 
 
 class OnSiteClient:
-    def __init__(self, http: httpx.Client, page_size: int = 100) -> None:
+    def __init__(
+        self,
+        http: httpx.Client,
+        page_size: int = 100,
+        on_session: Callable[[str | None], None] | None = None,
+    ) -> None:
         self.http = http
         self.page_size = page_size
+        # Told whenever the server session changes (opened, replaced, logged out), so the
+        # adapter can keep it where a successor process finds it.
+        self.on_session = on_session
+        self._known_session = self.session_id
 
     # -- plumbing ----------------------------------------------------------------------
     @property
+    def session_id(self) -> str | None:
+        for cookie in self.http.cookies.jar:
+            if cookie.name == SESSION_COOKIE:
+                return cookie.value
+        return None
+
+    @property
     def has_session(self) -> bool:
-        return any(cookie.name == SESSION_COOKIE for cookie in self.http.cookies.jar)
+        return self.session_id is not None
+
+    def resume(self, session_id: str) -> None:
+        """Carry on a session another process opened (and can no longer use)."""
+        host = self.http.base_url.host
+        self.http.cookies.set(SESSION_COOKIE, session_id, domain=host, path="/")
+        self._known_session = session_id
+
+    def _note_session(self) -> None:
+        current = self.session_id
+        if current != self._known_session:
+            self._known_session = current
+            if self.on_session is not None:
+                self.on_session(current)
 
     def request(
         self,
@@ -107,6 +136,7 @@ class OnSiteClient:
                 raise RetryableError(f"OnSite {method} {path} timed out: {err}") from err
             except httpx.TransportError as err:
                 raise RetryableError(f"OnSite {method} {path}: {type(err).__name__}: {err}") from err
+            self._note_session()
             if response.status_code in expect:
                 return response
             error, kind = self.error(method, path, response)
@@ -114,6 +144,7 @@ class OnSiteClient:
                 # The server forgot our session (idle timeout, restart): log in afresh.
                 log.info("OnSite session expired; opening a new one")
                 self.http.cookies.clear()
+                self._note_session()
                 continue
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
@@ -176,6 +207,7 @@ class OnSiteClient:
     def logout(self) -> None:
         self.request("POST", LOGOUT, expect=(200, 204))
         self.http.cookies.clear()
+        self._note_session()
 
     @staticmethod
     def body(customer: Customer) -> bytes:

@@ -77,6 +77,7 @@ class SquareAdapter(Adapter):
             Capability.UPDATE,
             Capability.DELETE,
             Capability.BULK,
+            Capability.VERSIONED_WRITES,
         }
     )
     settings_model: ClassVar[type[AdapterSettings]] = SquareSettings

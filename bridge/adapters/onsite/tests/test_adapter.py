@@ -1,8 +1,12 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -21,6 +25,7 @@ from bridge.adapters.onsite import OnSiteAdapter
 from bridge.adapters.onsite.mapping import BASE_FIELDS
 from bridge.adapters.onsite.sandbox import OnSiteSandbox
 from bridge.canonical import CUSTOMER_CODE, normalize
+from bridge.demo.processes import ROOT, ServerThread
 from bridge.sandbox.transport import SyncASGITransport
 
 from .conftest import make_settings
@@ -361,3 +366,57 @@ def test_no_webhooks_every_request_is_unknown(adapter: OnSiteAdapter) -> None:
     assert batch.events == []
     assert batch.unknown == ["onsite.unsolicited"]
     assert OnSiteAdapter.handled_events == frozenset()
+
+
+CHILD = """
+import sys, time
+from pathlib import Path
+from bridge.adapters.onsite import OnSiteAdapter
+from bridge.adapters.onsite.tests.conftest import make_settings
+adapter = OnSiteAdapter(make_settings(base_url=sys.argv[1]))
+adapter.state_dir = Path(sys.argv[2])
+adapter.probe()
+print("session open", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_killed_process_leaves_its_session_to_its_successor(tmp_path: Path) -> None:
+    """kill -9 cannot log out; the next process in the same state slot carries the
+    session on instead of taking a second seat."""
+    sandbox = OnSiteSandbox(seed=7)
+    sandbox.seat_limit = 1
+    server = ServerThread(sandbox.app).start()
+    state = tmp_path / "state"
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD, server.url, str(state)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"session open"
+        child.kill()
+        child.wait(timeout=10)
+        assert sandbox.open_sessions() == 1  # the dead process's seat is still taken
+        successor = OnSiteAdapter(make_settings(base_url=server.url))
+        successor.state_dir = state
+        successor.probe()  # with the one seat taken, only the inherited session can answer
+        assert sandbox.open_sessions() == 1
+        successor.close()  # logs out: the seat is free and the slot forgets the session
+        assert sandbox.open_sessions() == 0
+        assert not list(state.glob("slot-*/session"))
+    finally:
+        server.stop()
+
+
+def test_live_processes_never_share_a_slot(
+    make_adapter: Callable[..., OnSiteAdapter], sandbox: OnSiteSandbox, tmp_path: Path
+) -> None:
+    first, second = make_adapter(), make_adapter()
+    first.state_dir = second.state_dir = tmp_path
+    first.probe()
+    second.probe()
+    assert sandbox.open_sessions() == 2
+    assert len(list(tmp_path.glob("slot-*/session"))) == 2

@@ -1,0 +1,556 @@
+"""`python -m chaos run SCENARIO`: a real stack (web, two workers, beat, Redis or RabbitMQ,
+Postgres, five sandbox processes), till activity under one kind of chaos, then the checker.
+
+Exits 1 when the checker fails: a duplicate person in any system, a lost edit (the last
+till edit to a (customer, field) missing from the canonical customer or from any system
+that holds that field), or no convergence within 60 s after the faults stop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import create_engine, func, select, text
+
+from bridge import canonical as c
+from bridge.adapters import registry
+from bridge.adapters.base import Capability
+from bridge.demo import people
+from bridge.demo.checker import check
+from bridge.demo.processes import ROOT, WorkerProcess, free_port, wait_for
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+SCENARIOS = ("kill_worker", "broker_restart", "sandbox_faults", "webhook_storm", "concurrent", "pos_down")
+EDIT_FIELDS = (c.NOTE, c.FAMILY_NAME)
+SAME_FIELD_GAP_S = 1.5
+CONVERGE_S = 60.0
+REDIS_START = [
+    "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1", "--port", "6379",
+    "--save", "", "--appendonly", "no", "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log",
+]  # fmt: skip
+
+
+@dataclass
+class Edit:
+    customer: str
+    system: str
+    field: str
+    value: str
+    at: float
+
+
+@dataclass
+class Result:
+    scenario: str
+    broker: str
+    changes: int = 0
+    duration_s: float = 0.0
+    convergence_s: float | None = None
+    writes: dict[str, int] = field(default_factory=dict)
+    duplicates: int = 0
+    lost_edits: list[dict[str, Any]] = field(default_factory=list)
+    faults_injected: dict[str, Any] = field(default_factory=dict)
+    not_converged: dict[str, Any] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.convergence_s is not None and not self.duplicates and not self.lost_edits and not self.errors
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "scenario": self.scenario,
+            "broker": self.broker,
+            "changes": self.changes,
+            "duration_s": round(self.duration_s, 1),
+            "convergence_s": None if self.convergence_s is None else round(self.convergence_s, 1),
+            "writes": self.writes,
+            "duplicates": self.duplicates,
+            "lost_edits": len(self.lost_edits),
+            "lost_edit_examples": self.lost_edits[:10],
+            "faults_injected": self.faults_injected,
+            "not_converged": self.not_converged,
+            "errors": self.errors[:10],
+        }
+
+
+class Stack:
+    def __init__(self, broker: str) -> None:
+        self.broker = broker
+        self.var = Path(tempfile.mkdtemp(prefix="posbridge-chaos-"))
+        self.db_name = f"chaos_{uuid.uuid4().hex[:10]}"
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.workers: list[WorkerProcess] = []
+        self.classes = {n: cls for n, cls in registry.available().items() if cls.sandbox_class}
+        self.systems = list(self.classes)
+        self.writable = [
+            s
+            for s in self.systems
+            if Capability.CREATE in self.classes[s].capabilities
+            and Capability.READ_ONLY not in self.classes[s].capabilities
+        ]
+        self.ports = {s: free_port() for s in self.systems}
+        self.queue_prefix = f"chaos{uuid.uuid4().hex[:6]}."
+
+    def url(self, system: str) -> str:
+        return f"http://127.0.0.1:{self.ports[system]}"
+
+    def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
+        env = {**os.environ, **self.env, "PYTHONPATH": str(ROOT)}
+        log = (self.var / f"{name}.log").open("ab")
+        proc = subprocess.Popen(
+            args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.procs[name] = proc
+        return proc
+
+    def start(self) -> None:
+        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with engine.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.db_name}"'))
+        engine.dispose()
+        web_port = free_port()
+        self.web_url = f"http://127.0.0.1:{web_port}"
+        tokens = {s: secrets.token_urlsafe(12) for s in self.systems}
+        broker_url = (
+            "redis://127.0.0.1:6379/0" if self.broker == "redis" else "amqp://guest:guest@127.0.0.1:5672//"
+        )
+        self.env: dict[str, str] = {
+            "POSBRIDGE_VAR_DIR": str(self.var),
+            "POSBRIDGE_DATABASE_URL": f"postgresql://postgres@127.0.0.1:5432/{self.db_name}",
+            "POSBRIDGE_BROKER_URL": broker_url,
+            "POSBRIDGE_QUEUE_PREFIX": self.queue_prefix,
+            "POSBRIDGE_SYSTEMS": ",".join(self.systems),
+            "POSBRIDGE_EXTRA_ADAPTERS": "",
+            "POSBRIDGE_COALESCE_WINDOW_S": "0.3",
+            "POSBRIDGE_LEASE_S": "20",
+            "POSBRIDGE_REQUEUE_AFTER_S": "3",
+            "POSBRIDGE_SWEEP_INTERVAL_S": "1",
+            "POSBRIDGE_RETRY_BASE_S": "0.3",
+            "POSBRIDGE_RETRY_CAP_S": "4",
+            "POSBRIDGE_MAX_ATTEMPTS": "60",
+            "POSBRIDGE_PROBE_INTERVAL_S": "2",
+            "POSBRIDGE_DELETE_GRACE_S": "3",
+            "POSBRIDGE_LOG_LEVEL": "WARNING",
+            "POSBRIDGE_LOG_JSON": "true",
+            "POSBRIDGE_WEB_HOST": "127.0.0.1",
+            "POSBRIDGE_WEB_PORT": str(web_port),
+        }
+        for s in self.systems:
+            env_file = self.var / f"sandbox-{s}.json"
+            hook = f"{self.web_url}/webhooks/{s}/{tokens[s]}"
+            self._spawn(
+                f"sandbox-{s}",
+                [sys.executable, "-m", "chaos.sandbox", s, str(self.ports[s]), hook, str(env_file)],
+            )
+            wait_for(env_file.exists, timeout=60, what=f"{s} sandbox")
+            prefix = f"POSBRIDGE_{s.upper()}_"
+            pushed = Capability.WEBHOOKS in self.classes[s].capabilities
+            self.env[prefix + "WEBHOOK_PATH_TOKEN"] = tokens[s]
+            self.env[prefix + "POLL_INTERVAL_S"] = "15" if pushed else "1"
+            self.env[prefix + "POLL_OVERLAP_S"] = "10"
+            self.env[prefix + "TIMEOUT_S"] = "8"
+            for key, value in json.loads(env_file.read_text()).items():
+                self.env[prefix + key.upper()] = value
+        for s in self.systems:
+            wait_for(lambda s=s: self._answers(self.url(s) + "/_sandbox/stats"), timeout=30, what=f"{s} up")
+        os.environ.update(self.env)
+        from bridge.config import Settings, reset_settings
+        from bridge.runtime import Runtime, set_runtime
+        from bridge.store.migrate import upgrade
+
+        reset_settings()
+        self.settings = Settings()
+        upgrade(self.settings.db_url)
+        self.rt = Runtime(self.settings)
+        set_runtime(self.rt)
+        posbridge = str(Path(sys.executable).with_name("posbridge"))
+        self._spawn("web", [posbridge, "web"])
+        self._spawn("beat", [posbridge, "beat"])
+        for n in range(2):
+            self.workers.append(
+                WorkerProcess(self.env, self.var / f"worker{n}.log", concurrency=2, beat=False).start()
+            )
+        wait_for(lambda: self._answers(self.web_url + "/healthz"), timeout=60, what="web up")
+
+    @staticmethod
+    def _answers(url: str) -> bool:
+        with contextlib.suppress(httpx.HTTPError):
+            return httpx.get(url, timeout=2).status_code < 500
+        return False
+
+    def call(self, system: str, method: str, path: str, **kwargs: Any) -> Any:
+        response = httpx.request(method, self.url(system) + path, timeout=30, **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def faults(self, system: str, changes: dict[str, Any]) -> None:
+        self.call(system, "POST", "/_sandbox/faults", json=changes)
+
+    def restart_worker(self, n: int) -> None:
+        self.workers[n].kill9()
+        self.workers[n] = WorkerProcess(
+            self.env, self.var / f"worker{n}.log", concurrency=2, beat=False
+        ).start()
+
+    def stop(self) -> None:
+        for w in self.workers:
+            with contextlib.suppress(Exception):
+                w.kill9()
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError, OSError):
+                os.killpg(proc.pid, 9)
+            with contextlib.suppress(Exception):
+                proc.wait(timeout=10)
+        with contextlib.suppress(Exception):
+            self.rt.db.engine.dispose()
+        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+        with contextlib.suppress(Exception), engine.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+        engine.dispose()
+
+
+def broker_down(broker: str) -> None:
+    if broker == "redis":
+        subprocess.run(["redis-cli", "shutdown", "nosave"], check=False, capture_output=True)
+    else:
+        subprocess.run(["rabbitmqctl", "stop_app"], check=False, capture_output=True)
+
+
+def broker_up(broker: str) -> None:
+    if broker == "redis":
+        if (
+            subprocess.run(["redis-cli", "ping"], check=False, capture_output=True, text=True).stdout.strip()
+            != "PONG"
+        ):
+            subprocess.run(REDIS_START, check=False, capture_output=True)
+        wait_for(
+            lambda: (
+                subprocess.run(
+                    ["redis-cli", "ping"], check=False, capture_output=True, text=True
+                ).stdout.strip()
+                == "PONG"
+            ),
+            timeout=30,
+            what="redis back",
+        )
+    else:
+        subprocess.run(["rabbitmqctl", "start_app"], check=False, capture_output=True)
+        wait_for(
+            lambda: (
+                subprocess.run(["rabbitmqctl", "await_startup"], check=False, capture_output=True).returncode
+                == 0
+            ),
+            timeout=60,
+        )
+
+
+class Driver:
+    """Till activity: seeded customers, then edits with a unique value per change."""
+
+    def __init__(self, stack: Stack, scenario: str, changes: int, seed: int) -> None:
+        self.stack = stack
+        self.scenario = scenario
+        self.changes = changes
+        self.rng = random.Random(seed)
+        self.edits: list[Edit] = []
+        self.last_at: dict[tuple[str, str], float] = {}
+        self.links: dict[str, dict[str, str]] = {}
+        self.result = Result(scenario=scenario, broker=stack.broker)
+
+    def till(self, system: str, native: dict[str, Any], record_id: str | None = None) -> dict[str, Any]:
+        result: dict[str, Any] = self.stack.call(
+            system, "POST", "/_sandbox/edit", json={"id": record_id, "fields": native}
+        )
+        return result
+
+    def seed_customers(self, n: int) -> None:
+        rt = self.stack.rt
+        for i in range(n):
+            values = people.person(i, self.rng)
+            values[c.EMAIL] = f"chaos{i}.{uuid.uuid4().hex[:6]}@example.com"
+            system = self.stack.writable[i % len(self.stack.writable)]
+            adapter = rt.adapter(system)
+            native = adapter.from_canonical({f: values.get(f) for f in adapter.fields})
+            self.till(system, {k: v for k, v in native.items() if v not in (None, "", [], {})})
+        wait_for(
+            lambda: self._linked_everywhere(n),
+            timeout=120,
+            interval=1,
+            what="seeded customers linked everywhere",
+        )
+
+    def _linked_everywhere(self, n: int) -> bool:
+        from bridge.store.models import Customer, Link
+
+        with self.stack.rt.db.session() as s:
+            rows = s.execute(
+                select(Link.customer_id, Link.system, Link.external_id)
+                .join(Customer, Customer.id == Link.customer_id)
+                .where(
+                    Link.synced_at.is_not(None), Customer.deleted.is_(False), Customer.merged_into.is_(None)
+                )
+            ).all()
+        links: dict[str, dict[str, str]] = {}
+        for cid, system, ext in rows:
+            if ext:
+                links.setdefault(cid, {})[system] = ext
+        full = {cid: held for cid, held in links.items() if all(s in held for s in self.stack.writable)}
+        self.links = full
+        return len(full) >= n
+
+    def current(self, customer: str) -> dict[str, Any]:
+        from bridge.store.models import Customer
+
+        with self.stack.rt.db.session() as s:
+            row = s.get_one(Customer, customer)
+            return {k: v.get("v") for k, v in (row.fields or {}).items()}
+
+    def edit(self, system: str, customer: str, fld: str) -> None:
+        adapter = self.stack.rt.adapter(system)
+        if fld not in adapter.fields:
+            return
+        key = (customer, fld)
+        wait = self.last_at.get(key, 0.0) + SAME_FIELD_GAP_S - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        n = len(self.edits) + 1
+        value = f"chaos-{fld[:4]}-{n}-{uuid.uuid4().hex[:6]}"
+        if fld == c.FAMILY_NAME:
+            value = f"Fam{n}x{uuid.uuid4().hex[:4]}"
+        base = self.current(customer)
+        before = adapter.from_canonical({f: base.get(f) for f in adapter.fields})
+        after = adapter.from_canonical({f: ({**base, fld: value}).get(f) for f in adapter.fields})
+        native = {k: v for k, v in after.items() if before.get(k) != v}
+        for attempt in range(50):
+            at = time.monotonic()
+            try:
+                self.till(system, native, self.links[customer][system])
+                break
+            except httpx.HTTPStatusError as err:
+                # OnSite refuses a till edit while an API session holds the record's lock:
+                # the cashier tries again a moment later.
+                if err.response.status_code == 422 and "locked" in err.response.text and attempt < 49:
+                    time.sleep(0.1)
+                    continue
+                self.result.errors.append(f"till edit {system} {customer} {fld}: {err.response.text[:200]}")
+                return
+            except httpx.HTTPError as err:
+                self.result.errors.append(f"till edit {system} {customer} {fld}: {err}")
+                return
+        self.last_at[key] = at
+        self.edits.append(Edit(customer, system, fld, value, time.time()))
+
+    def step(self) -> None:
+        customers = sorted(self.links)
+        customer = self.rng.choice(customers)
+        if self.scenario == "concurrent":
+            first, second = self.rng.sample(self.stack.writable, 2)
+            self.edit(first, customer, c.NOTE)
+            self.edit(second, customer, c.FAMILY_NAME)
+        else:
+            self.edit(self.rng.choice(self.stack.writable), customer, self.rng.choice(EDIT_FIELDS))
+
+
+def lost_edits(stack: Stack, edits: list[Edit]) -> list[dict[str, Any]]:
+    from bridge.engine import customers as cust
+    from bridge.store.models import Customer, Link
+
+    last: dict[tuple[str, str], Edit] = {}
+    for e in edits:
+        last[(e.customer, e.field)] = e
+    rt = stack.rt
+    region = rt.settings.default_region
+    held: dict[str, dict[str, dict[str, Any]]] = {}
+    for system in stack.writable:
+        adapter = rt.adapter(system)
+        held[system] = {
+            r.external_id: cust.held_values(adapter, r.native, region)
+            for r in adapter.poll(None)
+            if not r.deleted
+        }
+    with rt.db.session() as s:
+        canon = {
+            cu.id: {k: v.get("v") for k, v in (cu.fields or {}).items()} for cu in s.scalars(select(Customer))
+        }
+        links = {(lk.customer_id, lk.system): lk.external_id for lk in s.scalars(select(Link))}
+    lost = []
+    for (customer, fld), e in last.items():
+        if canon.get(customer, {}).get(fld) != e.value:
+            lost.append(
+                {
+                    "customer": customer,
+                    "field": fld,
+                    "want": e.value,
+                    "from": e.system,
+                    "where": "canonical",
+                    "has": canon.get(customer, {}).get(fld),
+                }
+            )
+        for system in stack.writable:
+            if fld not in rt.adapter(system).fields:
+                continue
+            ext = links.get((customer, system))
+            has = held[system].get(ext or "", {}).get(fld)
+            if has != e.value:
+                lost.append(
+                    {
+                        "customer": customer,
+                        "field": fld,
+                        "want": e.value,
+                        "from": e.system,
+                        "where": system,
+                        "has": has,
+                    }
+                )
+    return lost
+
+
+def idle(stack: Stack) -> bool:
+    from bridge.store.models import Delivery, DeliveryState, InboxEvent, InboxState
+
+    with stack.rt.db.session() as s:
+        busy = s.scalar(
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.state.in_([DeliveryState.PENDING, DeliveryState.IN_FLIGHT]))
+        )
+        inbox = s.scalar(
+            select(func.count()).select_from(InboxEvent).where(InboxEvent.state == InboxState.PENDING)
+        )
+    return not busy and not inbox
+
+
+FAULTS: dict[str, dict[str, Any]] = {
+    "sandbox_faults": {
+        "error_rate": 0.2,
+        "rate_limit_rate": 0.1,
+        "lose_response_after_commit_rate": 0.05,
+        "latency_ms": 50,
+    },
+    "webhook_storm": {"webhook_copies": 3, "webhook_jitter_ms": 1000},
+}
+OFF = {
+    "error_rate": 0.0,
+    "rate_limit_rate": 0.0,
+    "lose_response_after_commit_rate": 0.0,
+    "latency_ms": 0.0,
+    "webhook_duplicate_rate": 0.0,
+    "webhook_jitter_ms": 0.0,
+    "webhook_copies": 1,
+    "down": False,
+}
+
+
+def run(scenario: str, changes: int, broker: str, customers: int, down_s: float, seed: int) -> Result:
+    stack = Stack(broker)
+    started = time.monotonic()
+    try:
+        stack.start()
+        driver = Driver(stack, scenario, changes, seed)
+        result = driver.result
+        driver.seed_customers(customers)
+        injected: dict[str, Any] = {}
+        if scenario in FAULTS:
+            for s in stack.systems:
+                stack.faults(s, FAULTS[scenario])
+            injected = dict(FAULTS[scenario])
+        down_system = stack.writable[-1]
+        t0 = time.monotonic()
+        next_event = t0 + 3
+        kills = restarts = 0
+        down_until: float | None = None
+        try:
+            while len(driver.edits) < changes:
+                driver.step()
+                now = time.monotonic()
+                if scenario == "kill_worker" and now >= next_event:
+                    stack.restart_worker(kills % 2)
+                    kills += 1
+                    next_event = time.monotonic() + 4
+                elif (
+                    scenario == "broker_restart" and now >= next_event and restarts < max(1, changes // 1000)
+                ):
+                    broker_down(broker)
+                    time.sleep(2)
+                    broker_up(broker)
+                    restarts += 1
+                    next_event = time.monotonic() + 20
+                elif scenario == "pos_down" and down_until is None and len(driver.edits) >= changes // 4:
+                    stack.faults(down_system, {"down": True})
+                    down_until = time.monotonic() + down_s
+                elif scenario == "pos_down" and down_until is not None and now >= down_until:
+                    stack.faults(down_system, {"down": False})
+                    down_until = float("inf")
+            if scenario == "pos_down" and down_until not in (None, float("inf")):
+                time.sleep(max(0.0, (down_until or 0) - time.monotonic()))
+        finally:
+            if scenario == "broker_restart":
+                broker_up(broker)
+            for s in stack.systems:
+                with contextlib.suppress(httpx.HTTPError):
+                    stack.faults(s, OFF)
+        injected.update({"worker_kills": kills, "broker_restarts": restarts})
+        if scenario == "pos_down":
+            injected.update({"down_system": down_system, "down_s": down_s})
+        result.faults_injected = injected
+        result.changes = len(driver.edits)
+        faults_off = time.monotonic()
+        deadline = faults_off + CONVERGE_S
+        report = check(stack.rt)
+        while time.monotonic() < deadline:
+            if idle(stack):
+                report = check(stack.rt)
+                if report.converged and not lost_edits(stack, driver.edits):
+                    result.convergence_s = time.monotonic() - faults_off
+                    break
+            time.sleep(1)
+        report = check(stack.rt)
+        result.duplicates = report.duplicates
+        result.lost_edits = lost_edits(stack, driver.edits)
+        if not report.converged:
+            result.not_converged = {
+                k: v
+                for k, v in report.as_dict()["systems"].items()
+                if v["missing"] or v["differs"] or v["unknown"] or v["duplicates"]
+            }
+            result.convergence_s = None
+        result.writes = {s: int(stack.call(s, "GET", "/_sandbox/stats")["writes"]) for s in stack.systems}
+        result.duration_s = time.monotonic() - started
+        return result
+    finally:
+        stack.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m chaos")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("scenario", choices=SCENARIOS)
+    p.add_argument("--changes", type=int, default=2000)
+    p.add_argument("--broker", choices=("redis", "rabbitmq"), default="redis")
+    p.add_argument("--customers", type=int, default=40)
+    p.add_argument("--down-seconds", type=float, default=300.0)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    result = run(args.scenario, args.changes, args.broker, args.customers, args.down_seconds, args.seed)
+    print(json.dumps(result.as_dict(), indent=None if args.json else 2))
+    sys.exit(0 if result.ok else 1)
