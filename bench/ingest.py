@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def body_for(n: int) -> bytes:
     customer = {
         "id": f"c-{n}",
         "version": 1,
-        "updated_at": "2026-11-23T10:00:00+00:00",
+        "updated_at": datetime.now(UTC).isoformat(),
         "first_name": "Ada",
         "last_name": f"Lovelace {n}",
         "email": f"ada{n}@example.com",

@@ -23,7 +23,7 @@ from prometheus_client.core import GaugeMetricFamily
 WEBHOOK_EVENTS = Counter(
     "posbridge_webhook_events_total",
     "Webhook events by system and outcome (accepted, duplicate, ignored, unknown_type, bad_signature, "
-    "malformed, too_large)",
+    "malformed, too_large, replayed, parse_error)",
     ["system", "outcome"],
 )
 SIGNATURE_FAILURES = Counter(

@@ -170,6 +170,42 @@ def test_till_edit_made_while_our_write_waits_is_not_overwritten(clean: Stack) -
     assert reread == 1
 
 
+def test_till_edit_our_write_overwrote_is_merged_when_its_webhook_comes_late(clean: Stack) -> None:
+    """memb overwrites blindly: a till edit made between our last read and our write is
+    gone from memb when its webhook arrives, and by then it looks older than our write.
+    It is still newer than the state we wrote over, so it wins its field everywhere."""
+    import json
+    from datetime import datetime
+
+    from tests.memorypos.sandbox import sign
+
+    st = clean
+    a = st.edit("mema", person())
+    st.settle()
+    before_ours = st.truth("memb")[0]  # the state our next write replaces
+    st.edit("mema", {"last_name": "Byron"}, a["id"])
+    st.settle()
+    ours = st.truth("memb")[0]
+    assert ours["last_name"] == "Byron"
+    t0 = datetime.fromisoformat(before_ours["updated_at"])
+    t1 = datetime.fromisoformat(ours["updated_at"])
+    # What memb's webhook for that till edit carried: the old state plus the new note,
+    # stamped between the state we read and our write.
+    clobbered = {**before_ours, "note": "likes tea", "updated_at": (t0 + (t1 - t0) / 2).isoformat()}
+    body = json.dumps({"event_id": "late-1", "type": "customer.updated", "customer": clobbered}).encode()
+    headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
+    writes = st.writes("memb")
+    assert httpx.post(f"{st.web.url}/webhooks/memb", content=body, headers=headers).json()["accepted"] == 1
+    st.settle()
+    for system in ("mema", "memb"):
+        rec = st.truth(system)[0]
+        assert rec["note"] == "likes tea", system
+        assert rec["last_name"] == "Byron", system  # the till did not change it: ours stays
+    assert st.writes("memb") - writes == 1  # the merged state written back once
+    with st.rt.db.session() as s:
+        assert s.query(InboxEvent.outcome).filter(InboxEvent.event_id == "late-1").scalar() == "recovered"
+
+
 def test_versioned_target_is_written_without_a_look_first(clean: Stack) -> None:
     st = clean
     b = st.edit("memb", person())

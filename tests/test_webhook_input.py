@@ -7,6 +7,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -39,7 +40,9 @@ def signed(body: bytes) -> dict[str, str]:
 
 
 def event(**overrides: object) -> bytes:
-    customer = {"id": "c1", "version": 1, "updated_at": "2026-01-01T00:00:00+00:00", "first_name": "Ada"}
+    # A fresh time: events older than the inbox retention window are refused as replays.
+    now = datetime.now(UTC).isoformat()
+    customer = {"id": "c1", "version": 1, "updated_at": now, "first_name": "Ada"}
     return json.dumps(
         {"event_id": "e1", "type": "customer.updated", "customer": customer, **overrides}
     ).encode()
@@ -146,3 +149,43 @@ def test_valid_event_is_on_disk_before_the_answer(web: Stack) -> None:
         raw = conn.execute(text("SELECT raw_body FROM inbox WHERE event_id = 'durable-1'")).scalar_one()
     engine.dispose()
     assert bytes(raw) == body
+
+
+def test_event_older_than_retention_is_refused_as_replay(web: Stack) -> None:
+    old = (datetime.now(UTC) - timedelta(hours=web.settings.inbox_retention_h, minutes=5)).isoformat()
+    customer = {"id": "c-old", "version": 1, "updated_at": old, "first_name": "Ada"}
+    body = json.dumps({"event_id": "replayed-1", "type": "customer.updated", "customer": customer}).encode()
+    before = stored(web)
+    response = post(web, body, signed(body))
+    assert response.status_code == 409
+    assert "retention" in response.json()["error"]
+    assert stored(web) == before
+
+
+def test_event_id_longer_than_the_column_is_422_not_truncated(web: Stack) -> None:
+    body = event(event_id="x" * 201)
+    before = stored(web)
+    response = post(web, body, signed(body))
+    assert response.status_code == 422
+    assert "longer than 200" in response.json()["error"]
+    assert stored(web) == before
+
+
+def test_a_crashing_signature_check_fails_closed(web: Stack) -> None:
+    # hmac.compare_digest refuses non-ASCII str: the memory adapter's verifier raises
+    # TypeError on this header. Unverified means refused, never a 500.
+    body = event()
+    before = stored(web)
+    response = post(web, body, {"x-memory-signature": b"\xff" * 64})  # type: ignore[dict-item]
+    assert response.status_code == 401
+    assert stored(web) == before
+
+
+def test_a_crashing_parser_is_a_400_not_a_500(web: Stack) -> None:
+    # An unhashable type makes the memory adapter's set lookup raise TypeError.
+    body = json.dumps({"event_id": "crash-1", "type": ["customer.updated"]}).encode()
+    before = stored(web)
+    response = post(web, body, signed(body))
+    assert response.status_code == 400
+    assert response.json() == {"error": "body could not be parsed"}
+    assert stored(web) == before

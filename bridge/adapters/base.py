@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hmac
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -25,7 +25,7 @@ import httpx
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.adapters.errors import AdapterError, SignatureError
+from bridge.adapters.errors import AdapterError, ChangedError, NotFoundError, PayloadError, SignatureError
 from bridge.canonical import Values
 
 
@@ -175,6 +175,71 @@ class InboundEvent:
         )
 
 
+# Real POS payloads nest a handful of levels. Far deeper input is an attack on the
+# parser and on every later recursive walk (serialising, copying, mapping), which would
+# fail with RecursionError well after the request had been accepted.
+MAX_JSON_DEPTH = 32
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are not JSON (RFC 8259); Postgres JSON columns refuse them later.
+    raise PayloadError(f"body is not JSON: {name} is not a JSON number")
+
+
+def load_json_body(body: bytes) -> Any:
+    """Parse an untrusted JSON webhook body, or raise PayloadError (400) saying why.
+
+    Refuses what Python's parser accepts but the rest of the bridge cannot carry:
+    invalid UTF-8, nesting deeper than MAX_JSON_DEPTH, NaN/Infinity, integers too long
+    to convert, and strings holding NUL or unpaired surrogates (no database text column
+    can store those).
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise PayloadError(f"body is not valid UTF-8 (bad byte at offset {err.start})") from None
+    try:
+        value = json.loads(text, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise PayloadError(
+            f"body is not JSON we accept: nested deeper than {MAX_JSON_DEPTH} levels"
+        ) from None
+    except ValueError as err:  # JSONDecodeError, and int() refusing thousands of digits
+        raise PayloadError(f"body is not JSON: {err}") from None
+    _check_json_value(value)
+    return value
+
+
+def _check_json_value(value: Any) -> None:
+    # Iterative, so that checking depth cannot itself exhaust the stack.
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_JSON_DEPTH:
+                raise PayloadError(f"body is not JSON we accept: nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(item, dict):
+                stack.extend((key, depth) for key in item)
+                stack.extend((child, depth + 1) for child in item.values())
+            else:
+                stack.extend((child, depth + 1) for child in item)
+        elif isinstance(item, str):
+            problem = text_problem(item)
+            if problem:
+                raise PayloadError(f"body is not JSON we accept: a string {problem}")
+
+
+def text_problem(text: str) -> str | None:
+    """Why a string cannot be stored as text, or None: NUL and lone surrogates."""
+    if "\x00" in text:
+        return "contains a NUL character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an unpaired UTF-16 surrogate"
+    return None
+
+
 @dataclass(frozen=True)
 class WebhookRequest:
     """What an adapter sees of an incoming webhook. Header names are lower-case."""
@@ -183,6 +248,10 @@ class WebhookRequest:
     headers: Mapping[str, str]
     body: bytes
     path_token: str | None = None
+
+    def json(self) -> Any:
+        """The body as JSON, refusing hostile input with PayloadError (see load_json_body)."""
+        return load_json_body(self.body)
 
 
 @dataclass
@@ -287,6 +356,24 @@ class Adapter:
 
     def update(self, external_id: str, native: dict[str, Any], version: int | None) -> ExternalRecord:
         raise NotImplementedError
+
+    def update_unless_changed(
+        self, external_id: str, native: dict[str, Any], unchanged: Callable[[ExternalRecord], bool]
+    ) -> ExternalRecord:
+        """Update only if the record still is what we last knew (`unchanged` says so).
+
+        For systems without VERSIONED_WRITES, whose updates overwrite whatever is there: a
+        till edit made since our last read would be lost. Raises ChangedError carrying the
+        record when it changed, NotFoundError when it is gone. This default reads and then
+        writes, which leaves a short window; override it where the system can make the two
+        one step (OnSite reads and writes under the record's lock).
+        """
+        current = self.fetch(external_id)
+        if current is None:
+            raise NotFoundError(f"{self.name} record {external_id} is gone")
+        if not unchanged(current):
+            raise ChangedError(f"{self.name} record {external_id} changed since our last read", current)
+        return self.update(external_id, native, None)
 
     def delete(self, external_id: str, version: int | None) -> None:
         raise NotImplementedError

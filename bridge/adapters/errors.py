@@ -49,6 +49,17 @@ class ConflictError(AdapterError):
     """Optimistic concurrency: the record changed since the version we hold."""
 
 
+class ChangedError(ConflictError):
+    """A guarded update found the record changed since we last knew it, and wrote nothing.
+
+    Carries the record as it was found, so the engine can merge it before trying again.
+    """
+
+    def __init__(self, message: str, current: object, *, status: int | None = None) -> None:
+        super().__init__(message, status=status)
+        self.current = current
+
+
 class AuthError(AdapterError):
     """Credentials rejected. Pauses the target until a probe succeeds."""
 

@@ -114,6 +114,11 @@ def _ingest(rt: Runtime, inbox_id: int) -> IngestResult:
         verdict = classify(err)
         if isinstance(err, OperationalError):
             verdict = type(verdict)(Verdict.RETRY, str(err))
+        elif isinstance(err, canonical.NormalizationError):
+            # The record itself holds a value we cannot read (a signed webhook with a
+            # birthday of 5): every retry would fail the same way. The row keeps the reason
+            # and the raw body for an operator.
+            verdict = type(verdict)(Verdict.FAIL, f"record cannot be read: {err}")
         log.warning("ingest of inbox %s failed: %s", inbox_id, verdict.reason)
         if verdict.verdict == Verdict.FAIL:
             with rt.db.session() as session:
@@ -199,7 +204,10 @@ def apply_record(
     )
     if link is not None and link.synced_at is not None:
         if _is_stale(link, record, at):
-            return IngestResult("stale", link.customer_id)
+            clobbered = _clobbered(link, incoming, at)
+            if not clobbered:
+                return IngestResult("stale", link.customer_id)
+            return _merge_clobbered(session, rt, system, link, clobbered, at, correlation_id, now)
         if link.projection_hash == digest:
             _advance(link, record, at)
             return IngestResult("echo", link.customer_id)
@@ -258,6 +266,48 @@ def apply_record(
         session, rt, customer, source=system, correlation_id=correlation_id, now=now
     )
     return IngestResult(outcome, customer.id, deliveries)
+
+
+def _clobbered(link: Link, incoming: canonical.Values, at: datetime) -> canonical.Values:
+    """What a till changed in a state our own later write overwrote, or nothing.
+
+    A system without versioned writes cannot refuse a write based on an old read, so a
+    till edit that lands between our read and our write is overwritten, and its event,
+    arriving after our write was recorded, looks stale. It is not: the edit is newer than
+    the state we wrote over. Its changes (against that state) still take part in the merge,
+    by their own time; the system itself then gets the merged result.
+    """
+    # Set only by our writes to systems without versioned writes (push._store_written).
+    if link.overwritten_values is None or link.overwritten_at is None:
+        return {}
+    if at <= link.overwritten_at:
+        return {}
+    before = link.overwritten_values
+    return {k: v for k, v in incoming.items() if before.get(k) != v}
+
+
+def _merge_clobbered(
+    session: Session,
+    rt: Runtime,
+    system: str,
+    link: Link,
+    changed: canonical.Values,
+    at: datetime,
+    correlation_id: str | None,
+    now: datetime,
+) -> IngestResult:
+    customer = cust.lock_customer(session, link.customer_id)
+    state = cust.load_state(customer)
+    merged = canonical.merge_fields(state, changed, system, at, rt.settings.system_priority)
+    if not merged.changed:
+        return IngestResult("stale", customer.id)
+    cust.save_state(session, customer, state)
+    # The link keeps describing what the system holds now (our write); the merged state
+    # differs from it, so the plan below writes the till's edit back there too.
+    deliveries = cust.plan_deliveries(
+        session, rt, customer, source=system, correlation_id=correlation_id, now=now
+    )
+    return IngestResult("recovered", customer.id, deliveries)
 
 
 def _is_stale(link: Link, record: ExternalRecord, at: datetime) -> bool:

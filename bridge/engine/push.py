@@ -22,6 +22,7 @@ from bridge import canonical
 from bridge.adapters.base import Adapter, Capability, ExternalRecord
 from bridge.adapters.errors import (
     AdapterError,
+    ChangedError,
     ConflictError,
     NotFoundError,
     Verdict,
@@ -38,7 +39,7 @@ log = logging.getLogger("posbridge.push")
 MAX_CONFLICT_ROUNDS = 3
 # What `absorb` answers when the record held something we did not know: the customer
 # changed, so the projection must be made again before writing.
-_ABSORBED = frozenset({"updated", "noop", "linked", "adopted", "created"})
+_ABSORBED = frozenset({"updated", "noop", "linked", "adopted", "created", "recovered"})
 
 
 @dataclass
@@ -137,12 +138,18 @@ def _write(
                     first_create = False
                 ext_id = link.external_id if link is not None else None
                 version = link.external_version if link is not None else None
+                known_hash = link.projection_hash if link is not None else None
         if delivery.op == "delete":
             assert ext_id is not None
             with contextlib.suppress(NotFoundError):  # already gone is what we wanted
                 adapter.delete(ext_id, version)
             return "delete", None, {}
         native = adapter.from_canonical(wanted)
+
+        def known(record: ExternalRecord, expected: str | None = known_hash) -> bool:
+            held = cust.held_values(adapter, record.native, region)
+            return canonical.projection_hash(held) == expected
+
         if creating:
             # A create with a caller-chosen id (Fieldpine) is safe to send again as it is;
             # only systems that pick the id themselves need a look first.
@@ -153,18 +160,18 @@ def _write(
                     continue  # linked now: the next round updates it if it differs
             return "create", adapter.create(native, key), values
         assert ext_id is not None
-        if not adapter.has(Capability.VERSIONED_WRITES):
+        try:
+            if adapter.has(Capability.VERSIONED_WRITES):
+                return "update", adapter.update(ext_id, native, version), values
             # Nothing over there refuses a write based on an old read, so a till edit made
             # since we last knew the record would be overwritten, and come back as our own
-            # echo: lost everywhere. Look first, and fold in whatever changed.
-            current = adapter.fetch(ext_id)
-            if current is None:
-                forget_link(rt, delivery_id)
-                continue
-            if absorb(rt, adapter, delivery_id, current) in _ABSORBED:
-                continue  # the merged state is projected afresh in the next round
-        try:
-            return "update", adapter.update(ext_id, native, version), values
+            # echo: lost everywhere. The adapter writes only over the state we know.
+            return "update", adapter.update_unless_changed(ext_id, native, known), values
+        except ChangedError as err:
+            if not isinstance(err.current, ExternalRecord):
+                raise
+            absorb(rt, adapter, delivery_id, err.current)
+            continue  # the merged state is projected afresh in the next round
         except ConflictError as err:
             # Someone edited it at the till since our version: fold their change in
             # (field by field, by timestamp) and try again with the fresh version.
@@ -278,6 +285,9 @@ def forget_link(rt: Runtime, delivery_id: int) -> None:
 
 def _store_written(link: Link, adapter: Adapter, record: ExternalRecord, region: str) -> None:
     values = cust.held_values(adapter, record.native, region)
+    if link.synced_at is not None and not adapter.has(Capability.VERSIONED_WRITES):
+        link.overwritten_values = link.last_values
+        link.overwritten_at = link.source_updated_at
     link.external_id = record.external_id
     link.external_version = record.version
     link.last_values = values

@@ -118,6 +118,11 @@ class Link(Base):
     # The last projection known to be in that system, in canonical terms, and its hash.
     projection_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     last_values: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # What our last write replaced (values and change time), for systems whose writes
+    # overwrite blindly: a till edit that reaches us late, timed between that state and our
+    # write, was overwritten by us and must still be merged (see ingest._clobbered).
+    overwritten_values: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    overwritten_at: Mapped[datetime | None] = mapped_column(nullable=True)
     create_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     create_started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     synced_at: Mapped[datetime | None] = mapped_column(nullable=True)

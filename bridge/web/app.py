@@ -15,6 +15,7 @@ from starlette.routing import Route
 from bridge import metrics
 from bridge.runtime import Runtime, get_runtime
 from bridge.web.batcher import InboxBatcher
+from bridge.web.openapi import openapi_endpoint
 from bridge.web.ops import ops_mount
 from bridge.web.webhooks import receive_webhook, trigger_poll
 
@@ -69,6 +70,7 @@ def create_app(runtime: Runtime | None = None) -> Starlette:
             Route("/healthz", healthz, methods=["GET"]),
             Route("/readyz", readyz, methods=["GET"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/openapi.json", openapi_endpoint, methods=["GET"]),
             ops_mount(),
         ],
         lifespan=lifespan,

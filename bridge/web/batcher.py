@@ -73,18 +73,29 @@ class InboxBatcher:
             while not queue.empty() and len(jobs) < MAX_BATCH:
                 jobs.append(queue.get_nowait())
             try:
-                results = await run_in_threadpool(self._commit, jobs)
+                results: list[tuple[list[int], int] | BaseException] = list(
+                    await run_in_threadpool(self._commit, jobs)
+                )
             except Exception as err:
-                for job in jobs:
-                    if not job.done.done():
-                        job.done.set_exception(err)
-                continue
+                # The whole transaction rolled back. Commit each request alone, so one
+                # request the database refuses cannot fail the others that shared it.
+                results = [err] if len(jobs) == 1 else [await self._commit_alone(job) for job in jobs]
             for job, result in zip(jobs, results, strict=True):
+                if isinstance(result, BaseException):
+                    if not job.done.done():
+                        job.done.set_exception(result)
+                    continue
                 if not job.done.done():
                     job.done.set_result(result)
                 self._outbox.extend(result[0])
             if self._outbox and self._outbox_ready is not None:
                 self._outbox_ready.set()
+
+    async def _commit_alone(self, job: _Job) -> tuple[list[int], int] | BaseException:
+        try:
+            return (await run_in_threadpool(self._commit, [job]))[0]
+        except Exception as err:
+            return err
 
     def _commit(self, jobs: list[_Job]) -> list[tuple[list[int], int]]:
         with self.rt.db.engine.begin() as conn:

@@ -10,9 +10,9 @@ processes, unknowable without the password) and are refused with 403 without it.
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,13 @@ from bridge.runtime import Runtime
 
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 MAX_FORM_BYTES = 4096
+# Ids in URLs are checked before they reach a query: a database refuses NUL in text and
+# integers beyond its column type, and that must read as "not found", not as a crash.
+# deliveries.id is INTEGER, 32-bit on Postgres (the fuzzer found 2147483648 answering 500).
+MAX_ROW_ID = 2**31 - 1
+CUSTOMER_ID_LENGTH = 36
+_ROW_ID = re.compile(r"[0-9]{1,19}")
+MAX_FLASH_IDS = 50
 CSRF_FIELD = "csrf"
 REALM = "posbridge ops"
 DISABLED = "ops page disabled: set POSBRIDGE_OPS_PASSWORD"
@@ -70,7 +77,7 @@ def _presented(request: Request) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(encoded.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII header text
         return None
     user, sep, password = decoded.partition(":")
     return (user, password) if sep else None
@@ -134,7 +141,7 @@ def _flash(request: Request) -> str | None:
     params = request.query_params
     if "requeued" not in params:
         return None
-    ids = [int(part) for part in params["requeued"].split(",") if part.isdigit()]
+    ids = [int(part) for part in params["requeued"].split(",")[:MAX_FLASH_IDS] if _ROW_ID.fullmatch(part)]
     if not ids:
         return "Nothing requeued: no failed delivery matched."
     noun = "delivery" if len(ids) == 1 else "deliveries"
@@ -157,16 +164,19 @@ async def index(request: Request) -> Response:
 
 async def customers(request: Request) -> Response:
     rt = _rt(request)
-    q = request.query_params.get("q", "")[:200]
+    q = "".join(ch for ch in request.query_params.get("q", "")[:200] if ch.isprintable())
     rows = await run_in_threadpool(read.search_customers, rt, q, 50)
     return _render(request, "ops/customers.html", {"q": q, "rows": rows})
 
 
 async def customer(request: Request) -> Response:
     rt = _rt(request)
-    customer_id = str(request.path_params["customer_id"])[:64]
-    view = await run_in_threadpool(read.customer_view, rt, customer_id)
+    customer_id = str(request.path_params["customer_id"])
+    valid = len(customer_id) <= CUSTOMER_ID_LENGTH and customer_id.isprintable()
+    view = await run_in_threadpool(read.customer_view, rt, customer_id) if valid else None
     if view is None:
+        shown = customer_id[:64]
+        customer_id = shown if shown.isprintable() else shown.encode("unicode_escape").decode("ascii")
         return _render(request, "ops/not_found.html", {"customer_id": customer_id}, status_code=404)
     attempts: dict[int, list[dict[str, Any]]] = {}
     for attempt in view["attempts"]:
@@ -212,6 +222,8 @@ async def retry_one(request: Request) -> Response:
     from workers.tasks import retry_deliveries
 
     delivery_id = int(request.path_params["delivery_id"])
+    if not 0 < delivery_id <= MAX_ROW_ID:
+        return PlainTextResponse("no such delivery", status_code=404)
     return await _act(request, lambda rt: retry_deliveries(rt, delivery_id=delivery_id))
 
 

@@ -42,9 +42,10 @@ def _occurred_at(value: Any) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(value)
-    except ValueError:
+        # Year 1 with a positive offset (or 9999 with a negative one) has no UTC equivalent.
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except (ValueError, OverflowError):
         return None
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
 
 
 def _customer_changed(event: Mapping[str, Any], raw: bytes) -> InboundEvent:
@@ -85,10 +86,7 @@ HANDLED: frozenset[str] = frozenset(HANDLERS)
 
 
 def parse(request: WebhookRequest) -> WebhookBatch:
-    try:
-        body = json.loads(request.body)
-    except ValueError as err:
-        raise PayloadError(f"hook body is not JSON: {err}") from err
+    body = request.json()
     events = body if isinstance(body, list) else [body]
     batch = WebhookBatch()
     for event in events:

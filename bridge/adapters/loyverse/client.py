@@ -37,7 +37,10 @@ def parse_ts(value: Any) -> datetime | None:
     if not value:
         return None
     at = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    try:
+        return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError as err:  # year 1 with a positive offset: callers expect ValueError
+        raise ValueError(f"time stamp {value!r} is out of range") from err
 
 
 def _reason(response: httpx.Response) -> str:
@@ -76,9 +79,9 @@ class LoyverseClient:
         params: Mapping[str, Any] | None = None,
         body: Mapping[str, Any] | None = None,
     ) -> httpx.Response:
-        self.limiter.acquire(self.account)
         try:
-            response = self.http.request(method, path, params=params, json=body)
+            with self.limiter.spending(self.account):
+                response = self.http.request(method, path, params=params, json=body)
         except httpx.TimeoutException as err:
             raise RetryableError(f"loyverse {method} {path}: timed out") from err
         except httpx.TransportError as err:

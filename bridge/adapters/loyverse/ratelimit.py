@@ -19,12 +19,13 @@ Stores (pick with `rate_limit_url`):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -53,8 +54,19 @@ def account_key(token: str) -> str:
 
 
 class TokenStore(Protocol):
-    def try_acquire(self, account: str, limit: int, window_s: float) -> float | None:
+    def try_acquire(
+        self, account: str, limit: int, window_s: float, token: str | None = None
+    ) -> float | None:
         """Spend one token: None when spent, else seconds until one may be free (>= 0)."""
+        ...
+
+    def complete(self, account: str, token: str) -> None:
+        """The request that spent `token` has its answer: count it from now.
+
+        The vendor counts a request when it arrives, which is some time after we spent
+        the token: under load (a burst queueing at the server) much later. Re-stamping the
+        spend when the answer is in makes our window end no earlier than the vendor's.
+        """
         ...
 
 
@@ -63,21 +75,32 @@ class LocalStore:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._hits: dict[str, deque[float]] = {}
+        self._hits: dict[str, deque[tuple[float, str | None]]] = {}
         self._lock = threading.Lock()
 
-    def try_acquire(self, account: str, limit: int, window_s: float) -> float | None:
+    def try_acquire(
+        self, account: str, limit: int, window_s: float, token: str | None = None
+    ) -> float | None:
         now = self._clock()
         with self._lock:
             hits = self._hits.setdefault(account, deque())
-            while hits and hits[0] <= now - window_s:
+            while hits and hits[0][0] <= now - window_s:
                 hits.popleft()
             if len(hits) < limit:
-                hits.append(now)
+                hits.append((now, token))
                 return None
             # With a lowered limit more than `limit` hits can be held: the one that must
             # expire is the len-limit'th oldest, not the oldest.
-            return max(0.0, hits[len(hits) - limit] + window_s - now)
+            return max(0.0, hits[len(hits) - limit][0] + window_s - now)
+
+    def complete(self, account: str, token: str) -> None:
+        now = self._clock()
+        with self._lock:
+            hits = self._hits.get(account)
+            if not hits:
+                return
+            kept = [(now, t) if t == token else (at, t) for at, t in hits]
+            self._hits[account] = deque(sorted(kept, key=lambda hit: hit[0]))
 
 
 class SQLStore:
@@ -97,6 +120,7 @@ class SQLStore:
         )
         self._ready = False
         self._seeded: set[tuple[str, int]] = set()
+        self._spent: dict[str, tuple[str, int, float]] = {}
         self._lock = threading.Lock()
 
     def _ensure_table(self) -> None:
@@ -128,7 +152,9 @@ class SQLStore:
                 pass  # a concurrent worker seeded this slot
         self._seeded.add((account, limit))
 
-    def try_acquire(self, account: str, limit: int, window_s: float) -> float | None:
+    def try_acquire(
+        self, account: str, limit: int, window_s: float, token: str | None = None
+    ) -> float | None:
         self._seed(account, limit)
         t = self.table
         now = time.time()
@@ -148,8 +174,12 @@ class SQLStore:
                 update(t)
                 .where(t.c.account == account, t.c.slot == stalest, t.c.used_at <= threshold)
                 .values(used_at=now)
-            ).rowcount
-            if taken == 1:
+                .returning(t.c.slot)
+            ).scalar()
+            if taken is not None:
+                if token is not None:
+                    with self._lock:
+                        self._spent[token] = (account, int(taken), now)
                 return None
             oldest = conn.execute(
                 select(func.min(t.c.used_at)).where(t.c.account == account, t.c.slot < limit)
@@ -157,6 +187,21 @@ class SQLStore:
         if oldest is None:
             return 0.0
         return max(0.0, float(oldest) + window_s - now)
+
+    def complete(self, account: str, token: str) -> None:
+        with self._lock:
+            spent = self._spent.pop(token, None)
+        if spent is None:
+            return
+        _account, slot, at = spent
+        t = self.table
+        with self.engine.begin() as conn:
+            # Only if nobody took the slot since (they cannot within a window, but say so).
+            conn.execute(
+                update(t)
+                .where(t.c.account == account, t.c.slot == slot, t.c.used_at == at)
+                .values(used_at=time.time())
+            )
 
 
 _REDIS_SCRIPT = """
@@ -179,6 +224,14 @@ return wait
 """
 
 
+# Re-stamp a spend with the Redis clock, only if it is still counted (XX: never re-add).
+_REDIS_COMPLETE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+return redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+"""
+
+
 class RedisStore:
     """A sorted set of spend times per account; the script runs atomically in Redis."""
 
@@ -186,15 +239,21 @@ class RedisStore:
         self.client = client
         self.prefix = prefix
         self._script = client.register_script(_REDIS_SCRIPT)
+        self._complete = client.register_script(_REDIS_COMPLETE)
 
-    def try_acquire(self, account: str, limit: int, window_s: float) -> float | None:
+    def try_acquire(
+        self, account: str, limit: int, window_s: float, token: str | None = None
+    ) -> float | None:
         result = int(
             self._script(
                 keys=[self.prefix + account],
-                args=[limit, int(window_s * 1_000_000), uuid.uuid4().hex],
+                args=[limit, int(window_s * 1_000_000), token or uuid.uuid4().hex],
             )
         )
         return None if result < 0 else result / 1_000_000
+
+    def complete(self, account: str, token: str) -> None:
+        self._complete(keys=[self.prefix + account], args=[token])
 
 
 class SharedRateLimiter:
@@ -222,12 +281,22 @@ class SharedRateLimiter:
         self._clock = clock
         self._sleep = sleep
 
-    def acquire(self, account: str) -> float:
+    @contextlib.contextmanager
+    def spending(self, account: str) -> Iterator[float]:
+        """Hold one token for the duration of a request; yields the seconds spent waiting."""
+        token = uuid.uuid4().hex
+        waited = self.acquire(account, token)
+        try:
+            yield waited
+        finally:
+            self.store.complete(account, token)
+
+    def acquire(self, account: str, token: str | None = None) -> float:
         """Take one token for `account`; returns the seconds spent waiting."""
         started = self._clock()
         deadline = started + self.max_wait_s
         while True:
-            wait = self.store.try_acquire(account, self.limit, self.window_s + self.margin_s)
+            wait = self.store.try_acquire(account, self.limit, self.window_s + self.margin_s, token)
             if wait is None:
                 return self._clock() - started
             if self._clock() + wait > deadline:

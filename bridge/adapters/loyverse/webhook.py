@@ -14,7 +14,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from bridge.adapters.base import EventKind, ExternalRecord, InboundEvent, WebhookBatch, WebhookRequest
+from bridge.adapters.base import (
+    EventKind,
+    ExternalRecord,
+    InboundEvent,
+    WebhookBatch,
+    WebhookRequest,
+    load_json_body,
+)
 from bridge.adapters.errors import PayloadError, SignatureError
 from bridge.adapters.loyverse.client import parse_ts
 
@@ -64,10 +71,16 @@ def _customers_update(payload: dict[str, Any]) -> list[InboundEvent]:
     customers = payload.get("customers")
     if not isinstance(customers, list):
         raise PayloadError("customers.update without a customers list")
+    try:
+        sent_at = parse_ts(payload.get("created_at"))
+    except ValueError as err:
+        raise PayloadError(f"bad created_at ({err})") from err
     events: list[InboundEvent] = []
     for customer in customers:
         if not isinstance(customer, dict) or not customer.get("id"):
             raise PayloadError("customers.update entry without an id")
+        if not isinstance(customer["id"], str):
+            raise PayloadError("customers.update entry whose id is not a string")
         try:
             record = record_of(customer)
         except ValueError as err:
@@ -79,7 +92,7 @@ def _customers_update(payload: dict[str, Any]) -> list[InboundEvent]:
                 external_id=record.external_id,
                 event_type=CUSTOMERS_UPDATE,
                 record=record,
-                occurred_at=record.updated_at or parse_ts(payload.get("created_at")),
+                occurred_at=record.updated_at or sent_at,
             )
         )
     return events
@@ -95,10 +108,7 @@ IGNORED: frozenset[str] = frozenset(
 
 
 def parse(body: bytes) -> WebhookBatch:
-    try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise PayloadError(f"invalid JSON: {err}") from err
+    payload = load_json_body(body)
     if not isinstance(payload, dict) or not isinstance(payload.get("type"), str):
         raise PayloadError("webhook body without a type")
     kind = payload["type"]

@@ -9,7 +9,8 @@ whole projection is the one we sent.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, ClassVar, overload
 from zoneinfo import ZoneInfo
@@ -25,7 +26,14 @@ from bridge.adapters.base import (
     WebhookBatch,
     WebhookRequest,
 )
-from bridge.adapters.errors import AdapterError, LockContentionError, PermanentError, RetryableError
+from bridge.adapters.errors import (
+    AdapterError,
+    ChangedError,
+    LockContentionError,
+    NotFoundError,
+    PermanentError,
+    RetryableError,
+)
 from bridge.adapters.onsite import mapping, webhook
 from bridge.adapters.onsite.client import FILTER, OnSiteClient, quote
 from bridge.adapters.onsite.models import Customer
@@ -45,6 +53,8 @@ log = logging.getLogger("posbridge.adapters.onsite")
 # How many candidates per search `find_existing` checks; a create we lost is recent
 # and unique on its whole projection, so a short list is plenty.
 FIND_EXISTING_CANDIDATES = 25
+# UNLOCK is tried again this soon after a transient failure (see `_release`).
+UNLOCK_RETRY_PAUSES_S = (0.05, 0.2, 0.5)
 # Where a process keeps its server session for the process that replaces it.
 SESSION_KEY = "session"
 
@@ -238,6 +248,21 @@ class OnSiteAdapter(Adapter):
         return self._record(self.client.create(self._native_customer(native)))
 
     def update(self, external_id: str, native: dict[str, Any], version: int | None) -> ExternalRecord:
+        return self._locked_update(external_id, native, None)
+
+    def update_unless_changed(
+        self, external_id: str, native: dict[str, Any], unchanged: Callable[[ExternalRecord], bool]
+    ) -> ExternalRecord:
+        # OnSite's lock makes read-compare-write one step: while we hold it the till cannot
+        # save that customer, so nothing can slip in between the GET and the PUT.
+        return self._locked_update(external_id, native, unchanged)
+
+    def _locked_update(
+        self,
+        external_id: str,
+        native: dict[str, Any],
+        unchanged: Callable[[ExternalRecord], bool] | None,
+    ) -> ExternalRecord:
         customer_id = self._id(external_id)
         if customer_id is None:
             raise PermanentError(f"{external_id!r} is not an OnSite customer id", status=404)
@@ -253,6 +278,13 @@ class OnSiteAdapter(Adapter):
             raise
         updated: Customer | None = None
         try:
+            if unchanged is not None:
+                current = client.get(customer_id)
+                if current is None:
+                    raise NotFoundError(f"OnSite customer {customer_id} is gone")
+                record = self._record(current)
+                if not unchanged(record):
+                    raise ChangedError(f"OnSite customer {customer_id} changed since our last read", record)
             updated = client.put(customer_id, body)
         finally:
             # Always release: a lock left behind blocks the till until our session ends.
@@ -264,13 +296,26 @@ class OnSiteAdapter(Adapter):
         return self._record(updated)
 
     def _release(self, customer_id: int) -> Exception | None:
-        """UNLOCK, reporting (not raising) a failure so it never hides the original error."""
-        try:
-            self.client.unlock(customer_id)
-        except (AdapterError, httpx.HTTPError) as err:
-            log.warning("UNLOCK of customer %s failed: %s", customer_id, err)
-            return err
-        return None
+        """UNLOCK, reporting (not raising) a failure so it never hides the original error.
+
+        A transient failure is tried again at once: while the lock stays, the cashier
+        cannot save that customer at the till, and the next push to it may be minutes away.
+        """
+        failure: Exception | None = None
+        for pause in (*UNLOCK_RETRY_PAUSES_S, None):
+            try:
+                self.client.unlock(customer_id)
+            except RetryableError as err:
+                failure = err
+            except (AdapterError, httpx.HTTPError) as err:
+                log.warning("UNLOCK of customer %s failed: %s", customer_id, err)
+                return err
+            else:
+                return None
+            if pause is not None:
+                time.sleep(pause)
+        log.warning("UNLOCK of customer %s failed: %s", customer_id, failure)
+        return failure
 
     def find_existing(self, values: Values, idempotency_key: str) -> ExternalRecord | None:
         expected = normalize(mapping.project(normalize(self._restrict(values)), self.code_field))

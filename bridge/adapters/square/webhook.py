@@ -5,12 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from bridge.adapters.base import EventKind, ExternalRecord, InboundEvent, WebhookBatch
+from bridge.adapters.base import EventKind, ExternalRecord, InboundEvent, WebhookBatch, load_json_body
 from bridge.adapters.errors import PayloadError, SignatureError
 
 SIGNATURE_HEADER = "x-square-hmacsha256-signature"
@@ -51,9 +50,10 @@ def parse_time(value: Any) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        # Year 1 with a positive offset (or 9999 with a negative one) has no UTC equivalent.
+        return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):
         return None
-    return at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def record_of(customer: Mapping[str, Any], *, deleted: bool = False) -> ExternalRecord:
@@ -175,10 +175,7 @@ HANDLERS: dict[str, Callable[[_Envelope], InboundEvent]] = {
 
 
 def parse(body: bytes) -> WebhookBatch:
-    try:
-        payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise PayloadError(f"body is not JSON: {err}", status=400) from err
+    payload = load_json_body(body)
     if not isinstance(payload, dict):
         raise PayloadError("body is not a JSON object", status=422)
     event_type = payload.get("type")

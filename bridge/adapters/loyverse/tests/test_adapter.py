@@ -254,6 +254,7 @@ def test_creates_with_lost_responses_make_each_customer_exactly_once(env: Env) -
 def test_a_shared_limiter_keeps_workers_under_the_budget(
     make_env: Callable[..., Env], tmp_path: Path
 ) -> None:
+    # A 2 s window: its 5 % margin (100 ms) covers the scheduling jitter of a loaded machine.
     limit, window, workers, per_worker = 100, 1.0, 4, 250
     env = make_env(rate_limit_requests=limit, rate_limit_window_s=window)
     settings = {
