@@ -73,6 +73,8 @@ class Result:
     faults_injected: dict[str, Any] = field(default_factory=dict)
     not_converged: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # Wall seconds per phase (start, seed, drive, converge): where a run's time goes.
+    phases: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -95,6 +97,7 @@ class Result:
             "faults_injected": self.faults_injected,
             "not_converged": self.not_converged,
             "errors": self.errors[:10],
+            "phases_s": {k: round(v, 1) for k, v in self.phases.items()},
         }
 
 
@@ -522,7 +525,11 @@ def run(
         stack.start()
         driver = Driver(stack, scenario, changes, seed)
         result = driver.result
+        result.phases["start"] = time.monotonic() - started
+        mark = time.monotonic()
         driver.seed_customers(customers)
+        result.phases["seed"] = time.monotonic() - mark
+        mark = time.monotonic()
         injected: dict[str, Any] = {}
         if scenario in FAULTS:
             for s in stack.systems:
@@ -547,6 +554,7 @@ def run(
         result.faults_injected = injected
         result.changes = len(driver.edits)
         faults_off = time.monotonic()
+        result.phases["drive"] = faults_off - mark
         deadline = faults_off + CONVERGE_S
         report = check(stack.rt)
         while time.monotonic() < deadline:
@@ -566,6 +574,7 @@ def run(
                 if v["missing"] or v["differs"] or v["unknown"] or v["duplicates"]
             }
             result.convergence_s = None
+        result.phases["converge"] = time.monotonic() - faults_off
         result.writes = {s: int(stack.call(s, "GET", "/_sandbox/stats")["writes"]) for s in stack.systems}
         result.duration_s = time.monotonic() - started
         return result

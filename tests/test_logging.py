@@ -62,10 +62,20 @@ def test_one_correlation_id_from_webhook_to_every_push(
     }
     web_ids.discard(None)
     assert len(web_ids) >= 1
-    lines = worker_lines(stack)
-    pushes = [ln for ln in lines if str(ln.get("msg", "")).startswith("push of delivery")]
-    ingests = [ln for ln in lines if str(ln.get("msg", "")).startswith("ingest of inbox")]
-    assert pushes
+    from tests.harness import wait_for
+
+    def logged(prefix: str) -> list[dict[str, object]]:
+        return [ln for ln in worker_lines(stack) if str(ln.get("msg", "")).startswith(prefix)]
+
+    # A task logs its outcome after its transaction commits: on a loaded machine the line
+    # can trail the database by a moment.
+    wait_for(
+        lambda: any("to memb: done" in str(ln["msg"]) for ln in logged("push of delivery")),
+        timeout=30,
+        what="the push logged",
+    )
+    pushes = logged("push of delivery")
+    ingests = logged("ingest of inbox")
     assert ingests
     created = [ln for ln in ingests if str(ln["msg"]).endswith(": created")]
     assert len(created) == 1
@@ -311,7 +321,9 @@ def test_no_configured_secret_of_any_system_reaches_logs_or_answers(five: Stack)
 
     web_log = (st.var / "web.log").read_text()
     worker_log = st.log_path.read_text()
-    assert "recorded as inbox" in web_log  # the web process really logged...
+    # The web process really logged... (the change may have been polled before its webhook
+    # came, which then is a duplicate: either line proves the webhook was handled).
+    assert "recorded as inbox" in web_log or "already recorded" in web_log
     assert "signature" in web_log
     assert "paused" in worker_log or "auth" in worker_log.lower()  # ...and so did the worker
     # The settings' own list must know every configured secret (that is what redaction uses).

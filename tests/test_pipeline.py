@@ -206,6 +206,64 @@ def test_till_edit_our_write_overwrote_is_merged_when_its_webhook_comes_late(cle
         assert s.query(InboxEvent.outcome).filter(InboxEvent.event_id == "late-1").scalar() == "recovered"
 
 
+def test_our_write_whose_answer_was_lost_is_not_taken_for_a_newer_till_edit(clean: Stack) -> None:
+    """memb commits our update but the answer is lost; meanwhile a till edit at memb, made
+    before our write landed, reaches us first. When our write shows up afterwards (its
+    webhook), its values are ours from before that edit, not a newer edit: the till edit
+    stays canonical and is written back over ours."""
+    import json
+    from datetime import UTC, datetime
+
+    from bridge.engine.ingest import ingest
+    from bridge.engine.push import push
+    from tests.memorypos.sandbox import sign
+
+    st = clean
+    a = st.edit("mema", person())
+    st.settle()
+    b_id = st.truth("memb")[0]["id"]
+    # The engine's steps in a fixed order, in this process, with the real sandboxes.
+    st.stop_worker()
+    try:
+        st.faults("memb", webhooks_enabled=False, lose_response_after_commit_rate=1.0)
+        st.faults("mema", webhooks_enabled=False)
+        edited_at = datetime.fromisoformat(st.edit("mema", {"note": "ours"}, a["id"])["updated_at"])
+        body = json.dumps(
+            {"event_id": "a-note", "type": "customer.updated", "customer": st.truth("mema")[0]}
+        ).encode()
+        headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
+        assert httpx.post(f"{st.web.url}/webhooks/mema", content=body, headers=headers).status_code == 200
+        with st.rt.db.session() as s:
+            inbox_id = s.query(InboxEvent.id).filter(InboxEvent.event_id == "a-note").scalar()
+        planned = dict(ingest(st.rt, inbox_id).deliveries)
+        with st.rt.db.session() as s:  # past its coalescing window
+            s.get_one(Delivery, planned["memb"]).next_attempt_at = datetime.now(UTC)
+        assert push(st.rt, planned["memb"]).outcome == "retry"  # committed there, answer lost
+        written = st.truth("memb")[0]
+        assert written["note"] == "ours"
+        # The till edit memb made between our read and our write, as its webhook told it.
+        landed = datetime.fromisoformat(written["updated_at"])
+        till = {**written, "note": "till", "updated_at": (edited_at + (landed - edited_at) / 2).isoformat()}
+        st.faults("memb", lose_response_after_commit_rate=0.0)
+        for event_id, record in (("b-till", till), ("b-ours", written)):
+            body = json.dumps({"event_id": event_id, "type": "customer.updated", "customer": record}).encode()
+            headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
+            assert httpx.post(f"{st.web.url}/webhooks/memb", content=body, headers=headers).status_code == 200
+            with st.rt.db.session() as s:
+                inbox_id = s.query(InboxEvent.id).filter(InboxEvent.event_id == event_id).scalar()
+            assert ingest(st.rt, inbox_id).outcome == ("updated" if event_id == "b-till" else "echo")
+        st.faults("mema", webhooks_enabled=True)
+        st.faults("memb", webhooks_enabled=True)
+    finally:
+        st.start_worker()
+    st.settle()
+    with st.rt.db.session() as s:
+        customer = s.query(Customer).one()
+        assert customer.fields["note"]["v"] == "till"
+    assert st.truth("mema")[0]["note"] == "till"
+    assert [r["note"] for r in st.truth("memb") if r["id"] == b_id] == ["till"]
+
+
 def test_versioned_target_is_written_without_a_look_first(clean: Stack) -> None:
     st = clean
     b = st.edit("memb", person())

@@ -12,8 +12,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge import canonical
-from bridge.adapters.base import Adapter
-from bridge.canonical import FieldState, Values
+from bridge.adapters.base import Adapter, Capability, ExternalRecord
+from bridge.canonical import FieldState, Values, utcnow
 from bridge.engine.keys import idempotency_key
 from bridge.runtime import Runtime
 from bridge.store.models import Customer, Delivery, DeliveryState, Link, MatchKey, Order
@@ -228,3 +228,20 @@ def merge_customers(session: Session, keep: Customer, drop: Customer, now: datet
     drop.deleted = True
     refresh_match_keys(session, drop, {})
     save_state(session, keep, state)
+
+
+def store_written(link: Link, adapter: Adapter, record: ExternalRecord, region: str) -> None:
+    """The link now describes `record`, which our own write put there."""
+    values = held_values(adapter, record.native, region)
+    if link.synced_at is not None and not adapter.has(Capability.VERSIONED_WRITES):
+        link.overwritten_values = link.last_values
+        link.overwritten_at = link.source_updated_at
+    link.external_id = record.external_id
+    link.external_version = record.version
+    link.last_values = values
+    link.projection_hash = canonical.projection_hash(values)
+    if record.updated_at is not None:
+        link.source_updated_at = record.updated_at
+    link.synced_at = utcnow()
+    link.create_started_at = None
+    link.pending_hash = None

@@ -211,6 +211,8 @@ def apply_record(
         if link.projection_hash == digest:
             _advance(link, record, at)
             return IngestResult("echo", link.customer_id)
+        if link.pending_hash == digest:
+            return _our_unanswered_write(session, rt, adapter, link, record, correlation_id, now)
         customer = cust.lock_customer(session, link.customer_id)
         if customer.id != link.customer_id:
             link.customer_id = customer.id
@@ -268,6 +270,31 @@ def apply_record(
     return IngestResult(outcome, customer.id, deliveries)
 
 
+def _our_unanswered_write(
+    session: Session,
+    rt: Runtime,
+    adapter: Adapter,
+    link: Link,
+    record: ExternalRecord,
+    correlation_id: str | None,
+    now: datetime,
+) -> IngestResult:
+    """Our update landed but its answer never reached us; this is its echo, or a re-read.
+
+    Taken for a till edit, its values (the canonical state when we sent it) would be merged
+    with the write's own, later, time and undo any edit made meanwhile elsewhere or at this
+    very till. Recorded as our write instead; if the canonical customer has moved on since,
+    the plan below sends the newer state here.
+    """
+    customer = cust.lock_customer(session, link.customer_id)
+    cust.store_written(link, adapter, record, rt.settings.default_region)
+    session.flush()
+    deliveries = cust.plan_deliveries(
+        session, rt, customer, source=link.system, correlation_id=correlation_id, now=now
+    )
+    return IngestResult("echo", customer.id, deliveries)
+
+
 def _clobbered(link: Link, incoming: canonical.Values, at: datetime) -> canonical.Values:
     """What a till changed in a state our own later write overwrote, or nothing.
 
@@ -277,7 +304,7 @@ def _clobbered(link: Link, incoming: canonical.Values, at: datetime) -> canonica
     the state we wrote over. Its changes (against that state) still take part in the merge,
     by their own time; the system itself then gets the merged result.
     """
-    # Set only by our writes to systems without versioned writes (push._store_written).
+    # Set only by our writes to systems without versioned writes (customers.store_written).
     if link.overwritten_values is None or link.overwritten_at is None:
         return {}
     if at <= link.overwritten_at:

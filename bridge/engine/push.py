@@ -136,6 +136,10 @@ def _write(
                     first_create = True
                 else:
                     first_create = False
+                if not creating and link is not None:
+                    # Recorded before the call, like a create's intent: if the answer is
+                    # lost, our values read back later are known as ours (ingest.apply_record).
+                    link.pending_hash = digest
                 ext_id = link.external_id if link is not None else None
                 version = link.external_version if link is not None else None
                 known_hash = link.projection_hash if link is not None else None
@@ -228,7 +232,7 @@ def attach_record(
         session.flush()
         if other.id != keep.id:
             cust.merge_customers(session, keep, other, utcnow())
-    _store_written(link, adapter, record, rt.settings.default_region)
+    cust.store_written(link, adapter, record, rt.settings.default_region)
 
 
 def record_found(rt: Runtime, delivery_id: int, record: ExternalRecord) -> None:
@@ -281,21 +285,6 @@ def forget_link(rt: Runtime, delivery_id: int) -> None:
         )
         if link is not None:
             session.delete(link)
-
-
-def _store_written(link: Link, adapter: Adapter, record: ExternalRecord, region: str) -> None:
-    values = cust.held_values(adapter, record.native, region)
-    if link.synced_at is not None and not adapter.has(Capability.VERSIONED_WRITES):
-        link.overwritten_values = link.last_values
-        link.overwritten_at = link.source_updated_at
-    link.external_id = record.external_id
-    link.external_version = record.version
-    link.last_values = values
-    link.projection_hash = canonical.projection_hash(values)
-    if record.updated_at is not None:
-        link.source_updated_at = record.updated_at
-    link.synced_at = utcnow()
-    link.create_started_at = None
 
 
 def _finish(

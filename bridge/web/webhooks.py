@@ -148,6 +148,8 @@ async def _receive(request: Request, correlation_id: str) -> Response:
         log.info("webhook for %s: %d event(s) recorded as inbox %s", system, len(new_ids), new_ids)
     if duplicates:
         metrics.WEBHOOK_EVENTS.labels(system, "duplicate").inc(duplicates)
+        # A redelivery, or a change a poll recorded first: acknowledged, nothing new stored.
+        log.info("webhook for %s: %d event(s) already recorded, acknowledged", system, duplicates)
     return JSONResponse(
         {
             "accepted": len(new_ids),

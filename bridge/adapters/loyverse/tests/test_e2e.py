@@ -183,6 +183,7 @@ def test_200_creates_with_lost_responses_make_exactly_200_customers(clean: Stack
     assert failed == []
 
 
+@pytest.mark.timing
 @pytest.mark.timeout(600)
 def test_1000_changes_spend_the_shared_budget_without_a_single_429(clean: Stack) -> None:
     st = clean

@@ -101,7 +101,7 @@ def test_order_for_a_customer_known_only_in_square_creates_it_everywhere_once(st
     # A second order for the same customer writes nothing more anywhere.
     writes = (st.writes("mema"), st.writes("square"))
     order(st, "C4242", "WEB-2", status=128)
-    wait_for(lambda: len(orders(st)) == 2, timeout=30, what="the second order")
+    wait_for(lambda: len(orders(st)) == 2, timeout=90, what="the second order")
     st.settle()
     assert (st.writes("mema"), st.writes("square")) == writes
     view = customer_view(st.rt, linked.customer_id)
@@ -111,7 +111,7 @@ def test_order_for_a_customer_known_only_in_square_creates_it_everywhere_once(st
 
 def test_order_for_an_unknown_code_links_when_the_customer_appears(st: Stack) -> None:
     order(st, "C7777", "WEB-9")
-    wait_for(lambda: len(orders(st)) == 1, timeout=30, what="the order to be polled")
+    wait_for(lambda: len(orders(st)) == 1, timeout=90, what="the order to be polled")
     st.settle()
     (waiting,) = orders(st)
     assert waiting.customer_id is None

@@ -1,4 +1,4 @@
-"""links remember the state our last write replaced
+"""links remember the state our last write replaced, and the write in flight
 
 Revision ID: 0002
 Revises: 0001
@@ -22,9 +22,11 @@ def upgrade() -> None:
     with op.batch_alter_table("links") as batch:
         batch.add_column(sa.Column("overwritten_values", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("overwritten_at", UTCDateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("pending_hash", sa.String(64), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("links") as batch:
+        batch.drop_column("pending_hash")
         batch.drop_column("overwritten_at")
         batch.drop_column("overwritten_values")
