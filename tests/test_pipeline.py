@@ -7,7 +7,11 @@ and the SQLite, Redis or RabbitMQ broker.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import httpx
+import pytest
+from sqlalchemy import func
 
 from bridge.store.models import Attempt, Customer, Delivery, DeliveryState, InboxEvent, Link
 from tests.conftest import Stack
@@ -97,12 +101,30 @@ def test_burst_of_five_updates_makes_one_write_per_target(clean: Stack) -> None:
     st = clean
     created = st.edit("mema", person())
     st.settle()
-    before = st.writes("memb")
-    for i in range(5):
-        st.edit("mema", {"note": f"visit {i}"}, created["id"])
-    st.settle()
-    assert st.writes("memb") - before == 1
-    assert st.truth("memb")[0]["note"] == "visit 4"
+    window = st.settings.coalesce_window_s
+    # The claim holds for a burst that reaches the bridge inside the window. On a loaded
+    # machine five till edits (and their ingests) can take longer than that: such a burst
+    # proves nothing either way, so it is tried again, at most three times.
+    for attempt in range(3):
+        before = st.writes("memb")
+        with st.rt.db.session() as s:
+            last_id = s.query(func.max(InboxEvent.id)).scalar() or 0
+        for i in range(5):
+            st.edit("mema", {"note": f"visit {attempt}.{i}"}, created["id"])
+        st.settle()
+        with st.rt.db.session() as s:
+            done = [
+                at
+                for (at,) in s.query(InboxEvent.processed_at).filter(
+                    InboxEvent.system == "mema", InboxEvent.id > last_id
+                )
+            ]
+        assert len(done) == 5
+        if max(done) - min(done) < timedelta(seconds=window - 0.05):  # a claim may come 50 ms early
+            assert st.writes("memb") - before == 1
+            assert st.truth("memb")[0]["note"] == f"visit {attempt}.4"
+            return
+    pytest.fail(f"no burst of five edits reached the bridge within the {window} s window in 3 tries")
 
 
 def test_lost_create_response_is_not_created_twice(clean: Stack) -> None:
