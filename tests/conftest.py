@@ -163,6 +163,9 @@ class Stack:
             s.execute(delete(m.Customer))
         for name in self.sandboxes:
             self.call(name, "POST", "/_sandbox/reset")
+        # Task messages of the previous test name rows that are gone (and ids the next test
+        # reuses): the worker would only spend the next test's time answering "already".
+        self.purge()
 
     def close(self) -> None:
         self.stop_worker()
@@ -216,7 +219,7 @@ class Stack:
             == 0
         )
 
-    def settle(self, timeout: float = 30.0) -> None:
+    def settle(self, timeout: float = 60.0) -> None:
         """Wait until webhooks are delivered and the bridge has no work left, twice over."""
         deadline = time.monotonic() + timeout
         quiet = 0

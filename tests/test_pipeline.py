@@ -286,6 +286,61 @@ def test_our_write_whose_answer_was_lost_is_not_taken_for_a_newer_till_edit(clea
     assert [r["note"] for r in st.truth("memb") if r["id"] == b_id] == ["till"]
 
 
+def test_a_retry_sending_newer_state_still_knows_its_lost_earlier_write(clean: Stack) -> None:
+    """Our write of "first" lands at memb after the till's "second" edit at mema was made
+    but before it was ingested, and its answer is lost. The retry then sends "second"; when
+    it reads "first" back from memb, that is still our write, not memb's newer edit."""
+    import json
+    from datetime import UTC, datetime
+
+    from bridge.engine.ingest import ingest
+    from bridge.engine.push import push
+    from tests.memorypos.sandbox import sign
+
+    st = clean
+    a = st.edit("mema", person())
+    st.settle()
+
+    def deliver(system: str, event_id: str, record: dict[str, object]) -> str:
+        body = json.dumps({"event_id": event_id, "type": "customer.updated", "customer": record}).encode()
+        headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
+        assert httpx.post(f"{st.web.url}/webhooks/{system}", content=body, headers=headers).status_code == 200
+        with st.rt.db.session() as s:
+            inbox_id = s.query(InboxEvent.id).filter(InboxEvent.event_id == event_id).scalar()
+        result = ingest(st.rt, inbox_id)
+        for _target, delivery_id in result.deliveries:
+            with st.rt.db.session() as s:  # past its coalescing window
+                s.get_one(Delivery, delivery_id).next_attempt_at = datetime.now(UTC)
+        return result.outcome
+
+    st.stop_worker()  # the engine's steps in a fixed order, in this process
+    try:
+        st.faults("mema", webhooks_enabled=False)
+        st.faults("memb", webhooks_enabled=False, lose_response_after_commit_rate=1.0)
+        first = st.edit("mema", {"note": "first"}, a["id"])
+        assert deliver("mema", "a-first", first) == "updated"
+        second = st.edit("mema", {"note": "second"}, a["id"])  # made now, ingested later
+        with st.rt.db.session() as s:
+            delivery_id = s.query(Delivery.id).filter(Delivery.target == "memb").order_by(Delivery.id.desc())
+            delivery_id = delivery_id.limit(1).scalar()
+        assert push(st.rt, delivery_id).outcome == "retry"  # "first" landed, answer lost
+        assert st.truth("memb")[0]["note"] == "first"
+        st.faults("memb", lose_response_after_commit_rate=0.0)
+        assert deliver("mema", "a-second", second) == "updated"
+        with st.rt.db.session() as s:
+            s.get_one(Delivery, delivery_id).next_attempt_at = datetime.now(UTC)
+        assert push(st.rt, delivery_id).outcome == "done"
+        st.faults("mema", webhooks_enabled=True)
+        st.faults("memb", webhooks_enabled=True)
+    finally:
+        st.start_worker()
+    st.settle()
+    with st.rt.db.session() as s:
+        assert s.query(Customer).one().fields["note"]["v"] == "second"
+    assert st.truth("mema")[0]["note"] == "second"
+    assert st.truth("memb")[0]["note"] == "second"
+
+
 def test_versioned_target_is_written_without_a_look_first(clean: Stack) -> None:
     st = clean
     b = st.edit("memb", person())

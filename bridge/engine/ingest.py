@@ -211,7 +211,7 @@ def apply_record(
         if link.projection_hash == digest:
             _advance(link, record, at)
             return IngestResult("echo", link.customer_id)
-        if link.pending_hash == digest:
+        if digest in (link.pending_hashes or ()):
             return _our_unanswered_write(session, rt, adapter, link, record, correlation_id, now)
         customer = cust.lock_customer(session, link.customer_id)
         if customer.id != link.customer_id:

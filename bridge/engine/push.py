@@ -37,6 +37,9 @@ from bridge.store.models import Attempt, Customer, Delivery, DeliveryState, Link
 log = logging.getLogger("posbridge.push")
 
 MAX_CONFLICT_ROUNDS = 3
+# Unanswered updates remembered per link: more than a delivery's conflict rounds, so none of
+# one delivery's own writes can be mistaken for a till edit when it reads back.
+PENDING_KEPT = 5
 # What `absorb` answers when the record held something we did not know: the customer
 # changed, so the projection must be made again before writing.
 _ABSORBED = frozenset({"updated", "noop", "linked", "adopted", "created", "recovered"})
@@ -139,7 +142,8 @@ def _write(
                 if not creating and link is not None:
                     # Recorded before the call, like a create's intent: if the answer is
                     # lost, our values read back later are known as ours (ingest.apply_record).
-                    link.pending_hash = digest
+                    sent = [h for h in (link.pending_hashes or []) if h != digest]
+                    link.pending_hashes = [*sent, digest][-PENDING_KEPT:]
                 ext_id = link.external_id if link is not None else None
                 version = link.external_version if link is not None else None
                 known_hash = link.projection_hash if link is not None else None
