@@ -40,6 +40,17 @@ class ResponseLost(Exception):
     """Raised after a committed request to make the caller lose the response."""
 
 
+def _not_an_injected_loss(record: logging.LogRecord) -> bool:
+    # The server logs every ResponseLost as "Exception in ASGI application" with its
+    # traceback: an injected fault, not news. Dropping it here also spares formatting those
+    # tracebacks in server threads, which on CPython 3.11 races with the main thread's own
+    # AST use (SystemError "AST constructor recursion depth mismatch").
+    return not (record.exc_info and isinstance(record.exc_info[1], ResponseLost))
+
+
+logging.getLogger("uvicorn.error").addFilter(_not_an_injected_loss)
+
+
 class Faults(BaseModel):
     """What can go wrong, all off by default. Rates are probabilities per request."""
 
