@@ -233,14 +233,23 @@ def merge_customers(session: Session, keep: Customer, drop: Customer, now: datet
 def store_written(link: Link, adapter: Adapter, record: ExternalRecord, region: str) -> None:
     """The link now describes `record`, which our own write put there."""
     values = held_values(adapter, record.native, region)
-    if link.synced_at is not None and not adapter.has(Capability.VERSIONED_WRITES):
+    digest = canonical.projection_hash(values)
+    # Stored once per write: its webhook (ingest) and its answer (push) can both record it,
+    # and the second must not make the written state its own "overwritten" state.
+    if (
+        link.synced_at is not None
+        and link.projection_hash != digest
+        and not adapter.has(Capability.VERSIONED_WRITES)
+    ):
         link.overwritten_values = link.last_values
         link.overwritten_at = link.source_updated_at
     link.external_id = record.external_id
     link.external_version = record.version
     link.last_values = values
-    link.projection_hash = canonical.projection_hash(values)
-    if record.updated_at is not None:
+    link.projection_hash = digest
+    if record.updated_at is not None and (
+        link.source_updated_at is None or record.updated_at > link.source_updated_at
+    ):
         link.source_updated_at = record.updated_at
     link.synced_at = utcnow()
     link.create_started_at = None

@@ -306,6 +306,7 @@ def _finish(
         delivery = session.get_one(Delivery, delivery_id)
         if record is not None:
             attach(session, rt, delivery, record)
+            _replan_if_moved(session, rt, delivery, now)
         elif action == "delete":
             link = session.scalar(
                 select(Link).where(Link.customer_id == delivery.customer_id, Link.system == target)
@@ -328,6 +329,25 @@ def _finish(
         )
         follow = _follow_up(session, delivery)
     return PushResult("done" if action != "none" else "noop", action=action, follow_up=follow)
+
+
+def _replan_if_moved(session: Session, rt: Runtime, delivery: Delivery, now: datetime) -> None:
+    """The customer changed while our write was in flight: this target needs another one.
+
+    The ingest that changed it planned no delivery here if, at that moment, this system
+    already held the new state (the change came from here, at the till, while we were
+    writing the older state over it). Our write has now replaced it: send it back.
+    """
+    customer = cust.lock_customer(session, delivery.customer_id)
+    if customer.deleted or customer.merged_into:
+        return
+    link = session.scalar(select(Link).where(Link.customer_id == customer.id, Link.system == delivery.target))
+    if link is None:
+        return
+    adapter = rt.adapter(delivery.target)
+    wanted = cust.project(adapter, cust.load_state(customer), rt.settings.default_region)
+    if canonical.projection_hash(wanted) != link.projection_hash:
+        cust.ensure_delivery(session, rt, customer.id, delivery.target, None, delivery.correlation_id, now)
 
 
 def _follow_up(session: Any, delivery: Delivery) -> int | None:

@@ -99,6 +99,10 @@ class OnSiteAdapter(Adapter):
             raise TypeError(f"OnSiteAdapter needs OnSiteSettings, got {type(settings).__name__}")
         super().__init__(settings, transport)
         self.config = settings
+        # Locks of this process's session whose UNLOCK kept failing: given back at the
+        # next call this process makes, since only our session can release them and the
+        # till cannot save those customers until then.
+        self._unreleased: set[int] = set()
         self.code_field = settings.customer_code_field
         self._fields = mapping.fields_for(self.code_field)
         self.zone = ZoneInfo(settings.server_timezone)
@@ -228,6 +232,7 @@ class OnSiteAdapter(Adapter):
         return self._record(customer) if customer is not None else None
 
     def poll(self, since: datetime | None) -> Iterator[ExternalRecord]:
+        self._release_leftovers()
         # Search rows carry only a few columns (no modified time, no addresses), so
         # each match is re-read in full; pages are fetched lazily as the engine consumes.
         filters = f"{FILTER}modified_date >= {quote(self._server_time(since))}" if since else ""
@@ -266,6 +271,7 @@ class OnSiteAdapter(Adapter):
         customer_id = self._id(external_id)
         if customer_id is None:
             raise PermanentError(f"{external_id!r} is not an OnSite customer id", status=404)
+        self._release_leftovers()
         body = self._native_customer(native)
         client = self.client
         try:
@@ -311,11 +317,24 @@ class OnSiteAdapter(Adapter):
                 log.warning("UNLOCK of customer %s failed: %s", customer_id, err)
                 return err
             else:
+                self._unreleased.discard(customer_id)
                 return None
             if pause is not None:
                 time.sleep(pause)
-        log.warning("UNLOCK of customer %s failed: %s", customer_id, failure)
+        log.warning("UNLOCK of customer %s failed, tried again at our next call: %s", customer_id, failure)
+        self._unreleased.add(customer_id)
         return failure
+
+    def _release_leftovers(self) -> None:
+        for customer_id in sorted(self._unreleased):
+            try:
+                self.client.unlock(customer_id)
+            except (RetryableError, httpx.TransportError):
+                continue  # still failing: kept for the next call
+            except (AdapterError, httpx.HTTPError) as err:
+                # Refused for good (no longer ours, session gone): nothing left to give back.
+                log.info("leftover lock of customer %s not released: %s", customer_id, err)
+            self._unreleased.discard(customer_id)
 
     def find_existing(self, values: Values, idempotency_key: str) -> ExternalRecord | None:
         expected = normalize(mapping.project(normalize(self._restrict(values)), self.code_field))

@@ -425,14 +425,15 @@ def test_live_processes_never_share_a_slot(
 
 
 class _FailFirstUnlock(httpx.BaseTransport):
-    """The outside world failing once: the first UNLOCK meets a 503 before reaching OnSite."""
+    """The outside world failing: the first `times` UNLOCKs meet a 503 before reaching OnSite."""
 
-    def __init__(self, inner: httpx.BaseTransport) -> None:
+    def __init__(self, inner: httpx.BaseTransport, times: int = 1) -> None:
         self.inner = inner
+        self.times = times
         self.failed = 0
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if request.method == "UNLOCK" and not self.failed:
+        if request.method == "UNLOCK" and self.failed < self.times:
             self.failed += 1
             return httpx.Response(503, text="proxy: upstream unavailable")
         return self.inner.handle_request(request)
@@ -448,6 +449,27 @@ def test_a_transient_unlock_failure_is_retried_at_once(
         adapter.update(rid, adapter.from_canonical(values(note="kept")), None)
         assert flaky.failed == 1
         assert sandbox.lock_owners() == {}  # the till is not locked out until the next push
+        assert sandbox.ground_truth()[0]["notes"] == "kept"
+    finally:
+        adapter.close()
+
+
+def test_a_lock_whose_unlock_keeps_failing_is_given_back_at_the_next_call(
+    transport: SyncASGITransport, sandbox: OnSiteSandbox
+) -> None:
+    from bridge.adapters.onsite.adapter import UNLOCK_RETRY_PAUSES_S
+
+    attempts = len(UNLOCK_RETRY_PAUSES_S) + 1
+    flaky = _FailFirstUnlock(transport, times=attempts)
+    adapter = OnSiteAdapter(make_settings(), transport=flaky)
+    try:
+        rid = create(adapter, JANE)
+        with pytest.raises(RetryableError):  # updated, but the lock could not be given back
+            adapter.update(rid, adapter.from_canonical(values(note="kept")), None)
+        assert flaky.failed == attempts
+        assert sandbox.lock_owners() != {}  # the till is locked out for now...
+        list(adapter.poll(None))  # ...until this process's next call to OnSite
+        assert sandbox.lock_owners() == {}
         assert sandbox.ground_truth()[0]["notes"] == "kept"
     finally:
         adapter.close()
