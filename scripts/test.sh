@@ -15,8 +15,9 @@ echo "== ruff"; .venv/bin/ruff check . && .venv/bin/ruff format --check .
 echo "== mypy --strict"; .venv/bin/mypy
 # Two processes, one test module each at a time (module-scoped stacks stay whole): most of
 # the suite waits on real processes, sockets and clocks, so two overlap well on two cores
-# (three starve each other's real processes: tests then time out, not fail). Tests that measure elapsed time against a budget run afterwards, alone, so that
-# they measure the bridge and not their neighbours.
+# (three starve each other's real processes: tests then time out, not fail). Tests that
+# measure elapsed time against a budget run afterwards, alone, so that they measure the
+# bridge and not their neighbours.
 pytest=(.venv/bin/python -m pytest -q -p no:cacheprovider)
 echo "== pytest"; "${pytest[@]}" -n 2 --dist loadscope --durations=30 -m "not timing" "$@"
 echo "== pytest (timing, alone)"

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from sqlalchemy import func
 
+from bridge.engine.ingest import IngestResult
 from bridge.store.models import Attempt, Customer, Delivery, DeliveryState, InboxEvent, Link
 from tests.conftest import Stack
 
@@ -25,6 +26,27 @@ def person(**extra: str) -> dict[str, str]:
         "phone": "+14155550100",
         **extra,
     }
+
+
+def ingest_here(st: Stack, system: str, event_id: str, record: dict[str, object]) -> IngestResult:
+    """The signed webhook `system` would send for `record`, recorded by the web app, then
+    ingested in this process; the deliveries it plans are due at once."""
+    import json
+    from datetime import UTC, datetime
+
+    from bridge.engine.ingest import ingest
+    from tests.memorypos.sandbox import sign
+
+    body = json.dumps({"event_id": event_id, "type": "customer.updated", "customer": record}).encode()
+    headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
+    assert httpx.post(f"{st.web.url}/webhooks/{system}", content=body, headers=headers).status_code == 200
+    with st.rt.db.session() as s:
+        inbox_id = s.query(InboxEvent.id).filter(InboxEvent.event_id == event_id).scalar()
+    result = ingest(st.rt, inbox_id)
+    for _target, delivery_id in result.deliveries:
+        with st.rt.db.session() as s:  # past its coalescing window
+            s.get_one(Delivery, delivery_id).next_attempt_at = datetime.now(UTC)
+    return result
 
 
 def test_till_create_reaches_other_system_once_and_echo_costs_nothing(clean: Stack) -> None:
@@ -233,12 +255,9 @@ def test_our_write_whose_answer_was_lost_is_not_taken_for_a_newer_till_edit(clea
     before our write landed, reaches us first. When our write shows up afterwards (its
     webhook), its values are ours from before that edit, not a newer edit: the till edit
     stays canonical and is written back over ours."""
-    import json
-    from datetime import UTC, datetime
+    from datetime import datetime
 
-    from bridge.engine.ingest import ingest
     from bridge.engine.push import push
-    from tests.memorypos.sandbox import sign
 
     st = clean
     a = st.edit("mema", person())
@@ -250,16 +269,7 @@ def test_our_write_whose_answer_was_lost_is_not_taken_for_a_newer_till_edit(clea
         st.faults("memb", webhooks_enabled=False, lose_response_after_commit_rate=1.0)
         st.faults("mema", webhooks_enabled=False)
         edited_at = datetime.fromisoformat(st.edit("mema", {"note": "ours"}, a["id"])["updated_at"])
-        body = json.dumps(
-            {"event_id": "a-note", "type": "customer.updated", "customer": st.truth("mema")[0]}
-        ).encode()
-        headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
-        assert httpx.post(f"{st.web.url}/webhooks/mema", content=body, headers=headers).status_code == 200
-        with st.rt.db.session() as s:
-            inbox_id = s.query(InboxEvent.id).filter(InboxEvent.event_id == "a-note").scalar()
-        planned = dict(ingest(st.rt, inbox_id).deliveries)
-        with st.rt.db.session() as s:  # past its coalescing window
-            s.get_one(Delivery, planned["memb"]).next_attempt_at = datetime.now(UTC)
+        planned = dict(ingest_here(st, "mema", "a-note", st.truth("mema")[0]).deliveries)
         assert push(st.rt, planned["memb"]).outcome == "retry"  # committed there, answer lost
         written = st.truth("memb")[0]
         assert written["note"] == "ours"
@@ -267,13 +277,8 @@ def test_our_write_whose_answer_was_lost_is_not_taken_for_a_newer_till_edit(clea
         landed = datetime.fromisoformat(written["updated_at"])
         till = {**written, "note": "till", "updated_at": (edited_at + (landed - edited_at) / 2).isoformat()}
         st.faults("memb", lose_response_after_commit_rate=0.0)
-        for event_id, record in (("b-till", till), ("b-ours", written)):
-            body = json.dumps({"event_id": event_id, "type": "customer.updated", "customer": record}).encode()
-            headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
-            assert httpx.post(f"{st.web.url}/webhooks/memb", content=body, headers=headers).status_code == 200
-            with st.rt.db.session() as s:
-                inbox_id = s.query(InboxEvent.id).filter(InboxEvent.event_id == event_id).scalar()
-            assert ingest(st.rt, inbox_id).outcome == ("updated" if event_id == "b-till" else "echo")
+        assert ingest_here(st, "memb", "b-till", till).outcome == "updated"
+        assert ingest_here(st, "memb", "b-ours", written).outcome == "echo"
         st.faults("mema", webhooks_enabled=True)
         st.faults("memb", webhooks_enabled=True)
     finally:
@@ -290,35 +295,20 @@ def test_a_retry_sending_newer_state_still_knows_its_lost_earlier_write(clean: S
     """Our write of "first" lands at memb after the till's "second" edit at mema was made
     but before it was ingested, and its answer is lost. The retry then sends "second"; when
     it reads "first" back from memb, that is still our write, not memb's newer edit."""
-    import json
     from datetime import UTC, datetime
 
-    from bridge.engine.ingest import ingest
     from bridge.engine.push import push
-    from tests.memorypos.sandbox import sign
 
     st = clean
     a = st.edit("mema", person())
     st.settle()
-
-    def deliver(system: str, event_id: str, record: dict[str, object]) -> str:
-        body = json.dumps({"event_id": event_id, "type": "customer.updated", "customer": record}).encode()
-        headers = {"content-type": "application/json", "x-memory-signature": sign("memsecret", body)}
-        assert httpx.post(f"{st.web.url}/webhooks/{system}", content=body, headers=headers).status_code == 200
-        with st.rt.db.session() as s:
-            inbox_id = s.query(InboxEvent.id).filter(InboxEvent.event_id == event_id).scalar()
-        result = ingest(st.rt, inbox_id)
-        for _target, delivery_id in result.deliveries:
-            with st.rt.db.session() as s:  # past its coalescing window
-                s.get_one(Delivery, delivery_id).next_attempt_at = datetime.now(UTC)
-        return result.outcome
 
     st.stop_worker()  # the engine's steps in a fixed order, in this process
     try:
         st.faults("mema", webhooks_enabled=False)
         st.faults("memb", webhooks_enabled=False, lose_response_after_commit_rate=1.0)
         first = st.edit("mema", {"note": "first"}, a["id"])
-        assert deliver("mema", "a-first", first) == "updated"
+        assert ingest_here(st, "mema", "a-first", first).outcome == "updated"
         second = st.edit("mema", {"note": "second"}, a["id"])  # made now, ingested later
         with st.rt.db.session() as s:
             delivery_id = s.query(Delivery.id).filter(Delivery.target == "memb").order_by(Delivery.id.desc())
@@ -326,7 +316,7 @@ def test_a_retry_sending_newer_state_still_knows_its_lost_earlier_write(clean: S
         assert push(st.rt, delivery_id).outcome == "retry"  # "first" landed, answer lost
         assert st.truth("memb")[0]["note"] == "first"
         st.faults("memb", lose_response_after_commit_rate=0.0)
-        assert deliver("mema", "a-second", second) == "updated"
+        assert ingest_here(st, "mema", "a-second", second).outcome == "updated"
         with st.rt.db.session() as s:
             s.get_one(Delivery, delivery_id).next_attempt_at = datetime.now(UTC)
         assert push(st.rt, delivery_id).outcome == "done"

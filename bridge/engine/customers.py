@@ -128,14 +128,15 @@ def plan_deliveries(
     source: str | None,
     correlation_id: str | None,
     now: datetime,
+    only: str | None = None,
 ) -> list[tuple[str, int]]:
-    """Create (coalesced) deliveries for every target whose projection changed."""
+    """Create (coalesced) deliveries for every target (or `only` that one) whose projection changed."""
     if customer.deleted or customer.merged_into:
         return []
     state = load_state(customer)
     region = rt.settings.default_region
     planned: list[tuple[str, int]] = []
-    for target in rt.targets():
+    for target in rt.targets() if only is None else [only]:
         adapter = rt.adapter(target)
         try:
             wanted = project(adapter, state, region)

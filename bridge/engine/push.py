@@ -339,15 +339,15 @@ def _replan_if_moved(session: Session, rt: Runtime, delivery: Delivery, now: dat
     writing the older state over it). Our write has now replaced it: send it back.
     """
     customer = cust.lock_customer(session, delivery.customer_id)
-    if customer.deleted or customer.merged_into:
-        return
-    link = session.scalar(select(Link).where(Link.customer_id == customer.id, Link.system == delivery.target))
-    if link is None:
-        return
-    adapter = rt.adapter(delivery.target)
-    wanted = cust.project(adapter, cust.load_state(customer), rt.settings.default_region)
-    if canonical.projection_hash(wanted) != link.projection_hash:
-        cust.ensure_delivery(session, rt, customer.id, delivery.target, None, delivery.correlation_id, now)
+    cust.plan_deliveries(
+        session,
+        rt,
+        customer,
+        source=None,
+        correlation_id=delivery.correlation_id,
+        now=now,
+        only=delivery.target,
+    )
 
 
 def _follow_up(session: Any, delivery: Delivery) -> int | None:
