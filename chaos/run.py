@@ -160,7 +160,8 @@ class Stack:
             "POSBRIDGE_MAX_ATTEMPTS": "60",
             "POSBRIDGE_PROBE_INTERVAL_S": "2",
             "POSBRIDGE_DELETE_GRACE_S": "3",
-            "POSBRIDGE_LOG_LEVEL": "WARNING",
+            # A kept run is one to be read afterwards: its logs say what each task did.
+            "POSBRIDGE_LOG_LEVEL": "INFO" if self.keep else "WARNING",
             "POSBRIDGE_LOG_JSON": "true",
             "POSBRIDGE_WEB_HOST": "127.0.0.1",
             "POSBRIDGE_WEB_PORT": str(web_port),
@@ -236,10 +237,13 @@ class Stack:
                 proc.wait(timeout=10)
         with contextlib.suppress(Exception):
             self.rt.db.engine.dispose()
-        engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-        with contextlib.suppress(Exception), engine.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
-        engine.dispose()
+        if self.keep:  # the database goes with the logs: both are what a failed run is read from
+            print(f"kept: {self.var} and database {self.db_name}", file=sys.stderr)
+        else:
+            engine = create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+            with contextlib.suppress(Exception), engine.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)'))
+            engine.dispose()
         with contextlib.suppress(Exception):
             self.private.close()
         if not self.keep:
@@ -593,7 +597,9 @@ def main() -> None:
     p.add_argument("--down-seconds", type=float, default=300.0)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true")
-    p.add_argument("--keep", action="store_true", help="keep the run's folder (logs) afterwards")
+    p.add_argument(
+        "--keep", action="store_true", help="keep the run's folder (logs at INFO) and its database afterwards"
+    )
     args = parser.parse_args()
     result = run(
         args.scenario, args.changes, args.broker, args.customers, args.down_seconds, args.seed, args.keep

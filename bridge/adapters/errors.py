@@ -7,10 +7,22 @@ exception into a verdict the retry policy acts on.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 import httpx
+
+T = TypeVar("T")
+
+# In-place retries of one idempotent read: enough that a pass reading dozens of records
+# through 30 % transient failures gets through, short enough that a vendor that is really
+# down fails the pass within seconds and leaves the rest to the task-level retry.
+READ_TRIES = 6
+READ_PAUSE_S = 0.1
+READ_MAX_PAUSE_S = 1.0
 
 
 class AdapterError(Exception):
@@ -141,3 +153,25 @@ def classify(exc: BaseException) -> Classified:
     # Unknown exceptions are bugs or surprises; retrying is the safe default because
     # the delivery is bounded by max attempts and lands in `failed` with the reason.
     return Classified(Verdict.RETRY, f"{type(exc).__name__}: {exc}")
+
+
+def retry_read(call: Callable[[], T], *, tries: int = READ_TRIES, pause_s: float = READ_PAUSE_S) -> T:
+    """`call` (an idempotent read), tried again in place after a transient failure.
+
+    A poll of a system without webhooks reads every changed record one by one; failing the
+    whole pass on one 5xx among them throws away what it had seen and retries all of it.
+    Under a steady error rate a long pass then never completes, changes are first seen
+    much later, stamped with the record's latest change time (all a record-level clock
+    gives), and an older field edit can outrank a newer one made elsewhere meanwhile.
+    A wait longer than READ_MAX_PAUSE_S (a long Retry-After) is left to the caller's retry.
+    """
+    for attempt in range(1, tries + 1):
+        try:
+            return call()
+        except RetryableError as err:
+            if attempt == tries or (err.retry_after or 0.0) > READ_MAX_PAUSE_S:
+                raise
+            wait = err.retry_after if err.retry_after is not None else pause_s * 2 ** (attempt - 1)
+            wait = min(wait, READ_MAX_PAUSE_S)
+            time.sleep(wait)
+    raise AssertionError("unreachable")  # pragma: no cover

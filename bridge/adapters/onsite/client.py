@@ -25,6 +25,7 @@ from bridge.adapters.errors import (
     RetryableError,
     error_for_status,
     parse_retry_after,
+    retry_read,
 )
 from bridge.adapters.onsite.models import (
     ColumnRef,
@@ -183,7 +184,7 @@ class OnSiteClient:
 
     def get(self, customer_id: int) -> Customer | None:
         try:
-            response = self.request("GET", customer_path(customer_id))
+            response = retry_read(lambda: self.request("GET", customer_path(customer_id)))
         except AdapterError as err:
             if err.status == 404:
                 return None
@@ -227,7 +228,8 @@ class OnSiteClient:
                 filters=filters,
             ),
         )
-        response = self.request("POST", SEARCH, content=as_bytes(query.to_xml()))
+        # A search changes nothing: retried in place like a GET.
+        response = retry_read(lambda: self.request("POST", SEARCH, content=as_bytes(query.to_xml())))
         return parse(SearchResults, response)
 
     def search_ids(self, filters: str, limit: int | None = None) -> Iterator[int]:
