@@ -231,6 +231,11 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
                 ).all()
             )
             attempts = session.scalar(select(func.count()).select_from(Attempt))
+            by_action = session.execute(
+                select(Delivery.target, Attempt.action, Attempt.outcome, func.count())
+                .join(Delivery, Delivery.id == Attempt.delivery_id)
+                .group_by(Delivery.target, Attempt.action, Attempt.outcome)
+            ).all()
 
         def calls(system: str, *names: str) -> int:
             reqs_after = after[system]["requests"]
@@ -264,6 +269,10 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
                 "links": linked,
                 "deliveries": {str(k): v for k, v in states.items()},
                 "attempts": attempts,
+                "attempts_by_target": {
+                    f"{t} {a} {o}": n for t, a, o, n in sorted(by_action, key=lambda r: (r[0], r[1], r[2]))
+                },
+                "vendor_faults": {s: after[s].get("faults", {}) for s in after},
                 "records_per_s_end_to_end": round(customers / (drained - started), 1),
                 "meets_target_rss_under_300mb": max([backfill["peak_rss_mb"], *(v for _, v in workers)])
                 < 300,

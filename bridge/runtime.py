@@ -7,6 +7,7 @@ how they put a sandbox behind an adapter (`transports=`) without touching the co
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Protocol
 
 import httpx
@@ -25,6 +26,8 @@ class Dispatcher(Protocol):
     def push(self, target: str, delivery_id: int, countdown: float = 0.0) -> None: ...
 
     def poll(self, system: str) -> None: ...
+
+    def waiting(self, queues: Iterable[str]) -> dict[str, int]: ...
 
 
 class Runtime:

@@ -3,7 +3,9 @@ re-apply any of them from Flower, and the database row is always the real state.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterable
 
 from celery import Celery
 
@@ -38,3 +40,26 @@ class CeleryDispatcher:
 
     def poll(self, system: str) -> None:
         self.app.send_task("posbridge.poll", args=[system], queue=f"{self.prefix}poll")
+
+    def waiting(self, queues: Iterable[str]) -> dict[str, int]:
+        """Messages waiting in each of `queues` (`ingest`, `push.<system>`), where the broker says.
+
+        A queue missing from the answer is one the broker could not count (or that does not
+        exist yet, which Redis reports for an empty queue): the caller treats it as empty.
+        """
+        counts: dict[str, int] = {}
+        try:
+            with self.app.connection_for_read() as conn:
+                for queue in queues:
+                    channel = conn.channel()
+                    try:
+                        declared = channel.queue_declare(queue=f"{self.prefix}{queue}", passive=True)
+                        counts[queue] = int(declared.message_count)
+                    except Exception as err:  # a queue not there yet holds nothing
+                        log.debug("queue %s not counted: %s", queue, err)
+                    finally:
+                        with contextlib.suppress(Exception):
+                            channel.close()
+        except Exception as err:  # the sweeper then re-sends as before
+            log.info("broker queue depths unavailable: %s", err)
+        return counts

@@ -264,6 +264,10 @@ def apply_record(
     _advance(link, record, at)
     link.synced_at = link.synced_at or now
     session.flush()
+    if not plan:
+        # A backfill links everything first and plans afterwards, bulk creates first:
+        # deliveries planned here would race it with one create per customer.
+        return IngestResult(outcome, customer.id)
     deliveries = cust.plan_deliveries(
         session, rt, customer, source=system, correlation_id=correlation_id, now=now
     )

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy.orm import Session
 
 from bridge.adapters.errors import AuthError
 from bridge.canonical import utcnow
@@ -22,6 +23,9 @@ from bridge.store.models import Attempt, Delivery, DeliveryState, InboxEvent, In
 log = logging.getLogger("posbridge.sweep")
 
 BATCH = 500
+# A message can wait behind a long backlog (a backfill) for many requeue periods; one
+# sent this long ago and still not consumed is re-sent whatever the queue says.
+FORGOTTEN_FACTOR = 20
 
 
 @dataclass
@@ -57,29 +61,26 @@ def sweep(rt: Runtime) -> SweepReport:
             if _back_to_pending(session, delivery, now) is None:
                 delivery.enqueued_at = None
             report.reclaimed += 1
+    targets = rt.targets()
+    # Asked before the transaction: a broker round trip should not hold row locks.
+    queued = rt.dispatch.waiting(["ingest", *(f"push.{t}" for t in targets)])
     with rt.db.session() as session:
         paused = set(session.scalars(select(SystemState.system).where(SystemState.paused.is_(True))).all())
-        due = session.execute(
-            select(Delivery.id, Delivery.target)
-            .where(
-                Delivery.state == DeliveryState.PENDING,
-                Delivery.next_attempt_at <= now,
-                or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < stale),
-                Delivery.target.not_in(paused) if paused else Delivery.id.is_not(None),
-            )
-            .order_by(Delivery.next_attempt_at)
-            .limit(BATCH)
-        ).all()
+        due = _due_deliveries(session, rt, [t for t in targets if t not in paused], queued, now)
         if due:
             session.execute(
-                update(Delivery).where(Delivery.id.in_([d.id for d in due])).values(enqueued_at=now)
+                update(Delivery).where(Delivery.id.in_([d for _, d in due])).values(enqueued_at=now)
             )
-        report.deliveries = [(d.target, d.id) for d in due]
+        report.deliveries = due
+        forgotten = now - timedelta(seconds=rt.settings.requeue_after_s * FORGOTTEN_FACTOR)
+        # An ingest message carries a batch of ids, so counts cannot be matched row for
+        # row: while the queue holds anything, only rows never sent (or sent long ago) go.
+        resend_before = stale if not queued.get("ingest") else forgotten
         inbox = session.scalars(
             select(InboxEvent.id)
             .where(
                 InboxEvent.state == InboxState.PENDING,
-                or_(InboxEvent.enqueued_at.is_(None), InboxEvent.enqueued_at < stale),
+                or_(InboxEvent.enqueued_at.is_(None), InboxEvent.enqueued_at < resend_before),
             )
             .order_by(InboxEvent.id)
             .limit(BATCH)
@@ -93,6 +94,46 @@ def sweep(rt: Runtime) -> SweepReport:
     if report.inbox:
         rt.dispatch.ingest(report.inbox)
     return report
+
+
+def _due_deliveries(
+    session: Session, rt: Runtime, targets: list[str], queued: dict[str, int], now: datetime
+) -> list[tuple[str, int]]:
+    """Due deliveries the broker holds no message for, as far as can be told.
+
+    A delivery sent `requeue_after_s` ago and still pending is either waiting in its queue
+    behind others or its message was lost (a broker restart, a worker killed holding it).
+    Re-sending all of them floods a deep queue: during a backfill every waiting delivery
+    was sent again every period, the duplicates outgrew the real work and the workers spent
+    their time claiming deliveries that were already done. The queue's depth tells how many
+    can still be in it; only the rest, the longest-waiting first, are sent again.
+    """
+    stale = now - timedelta(seconds=rt.settings.requeue_after_s)
+    forgotten = now - timedelta(seconds=rt.settings.requeue_after_s * FORGOTTEN_FACTOR)
+    due_now = (Delivery.state == DeliveryState.PENDING, Delivery.next_attempt_at <= now)
+    picked: dict[int, str] = {}
+    for target in targets:
+        mine = (*due_now, Delivery.target == target)
+        unsent = session.execute(
+            select(Delivery.id)
+            .where(*mine, or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < forgotten))
+            .order_by(Delivery.next_attempt_at)
+            .limit(BATCH)
+        ).scalars()
+        picked.update(dict.fromkeys(unsent, target))
+        sent = session.scalar(
+            select(func.count()).select_from(Delivery).where(*mine, Delivery.enqueued_at < stale)
+        )
+        missing = min(BATCH, (sent or 0) - queued.get(f"push.{target}", 0))
+        if missing > 0:
+            lost = session.execute(
+                select(Delivery.id)
+                .where(*mine, Delivery.enqueued_at < stale)
+                .order_by(Delivery.enqueued_at)
+                .limit(missing)
+            ).scalars()
+            picked.update(dict.fromkeys(lost, target))
+    return [(target, delivery_id) for delivery_id, target in picked.items()]
 
 
 def probe_paused(rt: Runtime) -> list[str]:

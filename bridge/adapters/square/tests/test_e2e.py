@@ -439,8 +439,12 @@ def test_backfill_creates_through_bulk_calls_and_resends_only_failed_entries(st:
     st.faults("mema", webhooks_enabled=True)
     # Lost answers and 5xx make whole bulk calls fail: only resends can repair them.
     st.faults("square", lose_response_after_commit_rate=0.5, error_rate=0.1, seed=11)
+    planned_before = st.count(Delivery)
     report = link_system(st.rt, "mema")
     assert report.read == 250
+    # Linking plans nothing: a delivery planned now would race the bulk calls below with a
+    # single create per customer.
+    assert st.count(Delivery) == planned_before
     plan_all(st.rt)
     st.faults("square", lose_response_after_commit_rate=0.0, error_rate=0.0)
     st.settle(timeout=120)
