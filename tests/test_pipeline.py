@@ -331,6 +331,42 @@ def test_a_retry_sending_newer_state_still_knows_its_lost_earlier_write(clean: S
     assert st.truth("memb")[0]["note"] == "second"
 
 
+def test_a_till_edit_made_on_top_of_our_unanswered_write_changes_only_its_own_fields(clean: Stack) -> None:
+    """Our write of note "ours" lands at memb with its answer lost; mema's till then makes a
+    newer note; memb's till changes the family name on top of our write. memb's record (our
+    note, its family name, stamped after mema's newer note) changed only the family name:
+    our note in it is not memb's opinion and must not undo the newer one."""
+    from bridge.engine.push import push
+
+    st = clean
+    a = st.edit("mema", person())
+    st.settle()
+    b_id = st.truth("memb")[0]["id"]
+    st.stop_worker()  # the engine's steps in a fixed order, in this process
+    try:
+        st.faults("mema", webhooks_enabled=False)
+        st.faults("memb", webhooks_enabled=False, lose_response_after_commit_rate=1.0)
+        ours = st.edit("mema", {"note": "ours"}, a["id"])
+        planned = dict(ingest_here(st, "mema", "a-ours", ours).deliveries)
+        assert push(st.rt, planned["memb"]).outcome == "retry"  # landed at memb, answer lost
+        st.faults("memb", lose_response_after_commit_rate=0.0)
+        newer = st.edit("mema", {"note": "newer"}, a["id"])
+        assert ingest_here(st, "mema", "a-newer", newer).outcome == "updated"
+        till = st.edit("memb", {"last_name": "Byron"}, b_id)
+        assert till["note"] == "ours"
+        assert ingest_here(st, "memb", "b-till", till).outcome == "updated"
+        st.faults("mema", webhooks_enabled=True)
+        st.faults("memb", webhooks_enabled=True)
+    finally:
+        st.start_worker()
+    st.settle()
+    with st.rt.db.session() as s:
+        fields = s.query(Customer).one().fields
+    assert (fields["note"]["v"], fields["family_name"]["v"]) == ("newer", "Byron")
+    for system in ("mema", "memb"):
+        assert [(r["note"], r["last_name"]) for r in st.truth(system)] == [("newer", "Byron")]
+
+
 def test_versioned_target_is_written_without_a_look_first(clean: Stack) -> None:
     st = clean
     b = st.edit("memb", person())

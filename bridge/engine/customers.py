@@ -254,4 +254,4 @@ def store_written(link: Link, adapter: Adapter, record: ExternalRecord, region: 
         link.source_updated_at = record.updated_at
     link.synced_at = utcnow()
     link.create_started_at = None
-    link.pending_hashes = None
+    link.pending_writes = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -211,15 +212,19 @@ def apply_record(
         if link.projection_hash == digest:
             _advance(link, record, at)
             return IngestResult("echo", link.customer_id)
-        if digest in (link.pending_hashes or ()):
+        pending = link.pending_writes or []
+        if any(w.get("hash") == digest for w in pending):
             return _our_unanswered_write(session, rt, adapter, link, record, correlation_id, now)
         customer = cust.lock_customer(session, link.customer_id)
         if customer.id != link.customer_id:
             link.customer_id = customer.id
         previous = link.last_values or {}
         # Only what this system changed since we last knew it takes part in the merge:
-        # the rest of its record is our own older write, not a new opinion.
-        changed = {k: v for k, v in incoming.items() if previous.get(k) != v}
+        # the rest of its record is our own older write, not a new opinion. That includes a
+        # write of ours whose answer we have not seen yet: a till edit made on top of it
+        # shows our values too, and stamped with the till's time they would undo anything
+        # newer that reached the canonical customer since we sent them.
+        changed = {k: v for k, v in incoming.items() if previous.get(k) != v and not _we_sent(pending, k, v)}
         outcome = "updated"
     else:
         outcome_hint = "linked"
@@ -272,6 +277,10 @@ def apply_record(
         session, rt, customer, source=system, correlation_id=correlation_id, now=now
     )
     return IngestResult(outcome, customer.id, deliveries)
+
+
+def _we_sent(pending: list[dict[str, Any]], name: str, value: Any) -> bool:
+    return any(name in (w.get("values") or {}) and w["values"][name] == value for w in pending)
 
 
 def _our_unanswered_write(

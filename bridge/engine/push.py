@@ -142,8 +142,8 @@ def _write(
                 if not creating and link is not None:
                     # Recorded before the call, like a create's intent: if the answer is
                     # lost, our values read back later are known as ours (ingest.apply_record).
-                    sent = [h for h in (link.pending_hashes or []) if h != digest]
-                    link.pending_hashes = [*sent, digest][-PENDING_KEPT:]
+                    sent = [w for w in (link.pending_writes or []) if w.get("hash") != digest]
+                    link.pending_writes = [*sent, {"hash": digest, "values": values}][-PENDING_KEPT:]
                 ext_id = link.external_id if link is not None else None
                 version = link.external_version if link is not None else None
                 known_hash = link.projection_hash if link is not None else None

@@ -123,11 +123,13 @@ class Link(Base):
     # write, was overwritten by us and must still be merged (see ingest._clobbered).
     overwritten_values: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     overwritten_at: Mapped[datetime | None] = mapped_column(nullable=True)
-    # Projection hashes of updates sent but not yet answered (the newest last, a few kept).
-    # When an answer is lost (a killed worker, a dropped response), the record read back or
-    # its webhook shows our own values: that is our write landing, not a till edit made
-    # after it. More than one: a retry may send a newer state before the lost one is seen.
-    pending_hashes: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    # Updates sent but not yet answered, `{"hash", "values"}` of each projection (the newest
+    # last, a few kept). When an answer is lost (a killed worker, a dropped response), the
+    # record read back or its webhook shows our own values: that is our write landing, not
+    # a till edit made after it, and a till edit made on top of it changed only the fields
+    # it does not share with our write. More than one: a retry may send a newer state
+    # before the lost one is seen.
+    pending_writes: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON, nullable=True)
     create_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     create_started_at: Mapped[datetime | None] = mapped_column(nullable=True)
     synced_at: Mapped[datetime | None] = mapped_column(nullable=True)

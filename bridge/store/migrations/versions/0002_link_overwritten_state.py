@@ -22,11 +22,11 @@ def upgrade() -> None:
     with op.batch_alter_table("links") as batch:
         batch.add_column(sa.Column("overwritten_values", sa.JSON(), nullable=True))
         batch.add_column(sa.Column("overwritten_at", UTCDateTime(timezone=True), nullable=True))
-        batch.add_column(sa.Column("pending_hashes", sa.JSON(), nullable=True))
+        batch.add_column(sa.Column("pending_writes", sa.JSON(), nullable=True))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("links") as batch:
-        batch.drop_column("pending_hashes")
+        batch.drop_column("pending_writes")
         batch.drop_column("overwritten_at")
         batch.drop_column("overwritten_values")
