@@ -8,6 +8,7 @@ whole projection is the one we sent.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -33,6 +34,7 @@ from bridge.adapters.errors import (
     NotFoundError,
     PermanentError,
     RetryableError,
+    retry_read,
 )
 from bridge.adapters.onsite import mapping, webhook
 from bridge.adapters.onsite.client import FILTER, OnSiteClient, quote
@@ -237,7 +239,9 @@ class OnSiteAdapter(Adapter):
         # each match is re-read in full; pages are fetched lazily as the engine consumes.
         filters = f"{FILTER}modified_date >= {quote(self._server_time(since))}" if since else ""
         for customer_id in self.client.search_ids(filters):
-            customer = self.client.get(customer_id)
+            # Retried in place here only: a push reads under its lock, where a wait would
+            # keep the till out, and has its own retry.
+            customer = retry_read(functools.partial(self.client.get, customer_id))
             if customer is not None:  # gone between the search and the read
                 yield self._record(customer)
 

@@ -184,7 +184,7 @@ class OnSiteClient:
 
     def get(self, customer_id: int) -> Customer | None:
         try:
-            response = retry_read(lambda: self.request("GET", customer_path(customer_id)))
+            response = self.request("GET", customer_path(customer_id))
         except AdapterError as err:
             if err.status == 404:
                 return None
