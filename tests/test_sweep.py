@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from bridge.canonical import utcnow
 from bridge.engine.sweep import sweep
@@ -55,14 +55,21 @@ def sent_long_ago(st: Stack, n: int) -> list[int]:
     return ids
 
 
+def empty(st: Stack) -> None:
+    """No worker runs here, so Stack.reset (which waits for work to finish) cannot be used."""
+    with st.rt.db.session() as s:
+        s.execute(delete(Delivery))
+        s.execute(delete(Customer))
+    st.purge()
+
+
 def depth(st: Stack) -> int:
     return st.rt.dispatch.waiting(["push.memb"]).get("push.memb", 0)
 
 
 def test_waiting_work_is_not_sent_again_and_lost_work_is(idle_stack: Stack) -> None:
     st = idle_stack
-    st.reset()
-    st.purge()
+    empty(st)
     ids = sent_long_ago(st, 6)
     for delivery_id in ids[:4]:  # four messages still queued; two were lost
         st.rt.dispatch.push("memb", delivery_id)
@@ -83,3 +90,18 @@ def test_waiting_work_is_not_sent_again_and_lost_work_is(idle_stack: Stack) -> N
             d.enqueued_at = utcnow() - timedelta(seconds=st.settings.requeue_after_s + 1)
     assert sorted(d for _, d in sweep(st.rt).deliveries) == sorted(ids)
     assert depth(st) == 6
+
+
+def test_messages_sent_since_do_not_hide_an_older_lost_one(idle_stack: Stack) -> None:
+    # After a broker restart new work fills the queue at once; those messages are not the
+    # lost ones, and must not make the sweeper wait for the queue to drain.
+    st = idle_stack
+    empty(st)
+    lost = sent_long_ago(st, 2)
+    fresh = sent_long_ago(st, 3)
+    with st.rt.db.session() as s:
+        for d in s.scalars(select(Delivery).where(Delivery.id.in_(fresh))):
+            d.enqueued_at = utcnow()
+    for delivery_id in fresh:
+        st.rt.dispatch.push("memb", delivery_id)
+    assert sorted(d for _, d in sweep(st.rt).deliveries) == sorted(lost)

@@ -63,7 +63,7 @@ def sweep(rt: Runtime) -> SweepReport:
             report.reclaimed += 1
     targets = rt.targets()
     # Asked before the transaction: a broker round trip should not hold row locks.
-    queued = rt.dispatch.waiting(["ingest", *(f"push.{t}" for t in targets)])
+    queued = rt.dispatch.waiting([f"push.{t}" for t in targets])
     with rt.db.session() as session:
         paused = set(session.scalars(select(SystemState.system).where(SystemState.paused.is_(True))).all())
         due = _due_deliveries(session, rt, [t for t in targets if t not in paused], queued, now)
@@ -72,15 +72,14 @@ def sweep(rt: Runtime) -> SweepReport:
                 update(Delivery).where(Delivery.id.in_([d for _, d in due])).values(enqueued_at=now)
             )
         report.deliveries = due
-        forgotten = now - timedelta(seconds=rt.settings.requeue_after_s * FORGOTTEN_FACTOR)
-        # An ingest message carries a batch of ids, so counts cannot be matched row for
-        # row: while the queue holds anything, only rows never sent (or sent long ago) go.
-        resend_before = stale if not queued.get("ingest") else forgotten
+        # Inbox rows go back as one message of up to BATCH ids per sweep, and an ingest of
+        # a row already done costs one read: re-sending them all cannot flood the queue,
+        # and waiting for a busy queue to drain would leave lost ones unseen for minutes.
         inbox = session.scalars(
             select(InboxEvent.id)
             .where(
                 InboxEvent.state == InboxState.PENDING,
-                or_(InboxEvent.enqueued_at.is_(None), InboxEvent.enqueued_at < resend_before),
+                or_(InboxEvent.enqueued_at.is_(None), InboxEvent.enqueued_at < stale),
             )
             .order_by(InboxEvent.id)
             .limit(BATCH)
@@ -124,7 +123,13 @@ def _due_deliveries(
         sent = session.scalar(
             select(func.count()).select_from(Delivery).where(*mine, Delivery.enqueued_at < stale)
         )
-        missing = min(BATCH, (sent or 0) - queued.get(f"push.{target}", 0))
+        # The queue also holds the messages sent since `stale`: only the rest of its depth
+        # can be messages of the older ones.
+        recent = session.scalar(
+            select(func.count()).select_from(Delivery).where(*mine, Delivery.enqueued_at >= stale)
+        )
+        older_queued = max(0, queued.get(f"push.{target}", 0) - (recent or 0))
+        missing = min(BATCH, (sent or 0) - older_queued)
         if missing > 0:
             lost = session.execute(
                 select(Delivery.id)
