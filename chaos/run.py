@@ -39,7 +39,13 @@ from chaos.brokers import PrivateBroker, private_broker
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 SCENARIOS = ("kill_worker", "broker_restart", "sandbox_faults", "webhook_storm", "concurrent", "pos_down")
 EDIT_FIELDS = (c.NOTE, c.FAMILY_NAME)
-SAME_FIELD_GAP_S = 1.1
+# Edits of one field are this far apart (unless deliberately grouped), so that "the last
+# edit" is one the bridge can know: OnSite gives one change time per record and is polled
+# (every second here), so a field edit it reports is only known to have happened since
+# the previous poll that saw the record. Closer than a few observation intervals, an
+# older OnSite field edit seen together with a later edit of another field is
+# indistinguishable from a newer one.
+SAME_FIELD_GAP_S = 3.0
 CONVERGE_S = 60.0
 KILL_EVERY_S = 3.0
 # How long a cashier keeps trying to save a customer an API session has locked.
@@ -319,7 +325,7 @@ class Driver:
             return
         key = (customer, fld)
         # Apart from a deliberate same-second group, edits of one field are spaced so that
-        # "the last edit" is unambiguous even on systems whose clocks count whole seconds.
+        # "the last edit" is unambiguous (see SAME_FIELD_GAP_S).
         last = self.last_at.get(key, 0.0)
         wait = 0.0 if group is not None and self.group_of.get(key) == group else last + SAME_FIELD_GAP_S
         wait -= time.monotonic() if wait else 0.0
