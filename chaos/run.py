@@ -46,6 +46,17 @@ EDIT_FIELDS = (c.NOTE, c.FAMILY_NAME)
 # older OnSite field edit seen together with a later edit of another field is
 # indistinguishable from a newer one.
 SAME_FIELD_GAP_S = 3.0
+# The two workers split the queues as deploy/ does (worker-core and the push groups): the
+# engine's own work (ingest, polls, the sweeper) never waits behind a vendor's latency.
+# Sharing every queue, a full sandbox_faults run had ingest up to a minute behind its
+# webhooks, and changes observed that late lose their order (docs/reliability.md).
+WORKERS = 2
+
+
+def worker_queues(n: int, systems: list[str]) -> list[str]:
+    return ["ingest", "poll", "maintenance"] if n == 0 else [f"push.{s}" for s in systems]
+
+
 CONVERGE_S = 60.0
 KILL_EVERY_S = 3.0
 # How long a cashier keeps trying to save a customer an API session has locked.
@@ -206,10 +217,8 @@ class Stack:
         posbridge = str(Path(sys.executable).with_name("posbridge"))
         self._spawn("web", [posbridge, "web"])
         self._spawn("beat", [posbridge, "beat"])
-        for n in range(2):
-            self.workers.append(
-                WorkerProcess(self.env, self.var / f"worker{n}.log", concurrency=2, beat=False).start()
-            )
+        for n in range(WORKERS):
+            self.workers.append(self._worker(n).start())
         wait_for(lambda: self._answers(self.web_url + "/healthz"), timeout=60, what="web up")
 
     @staticmethod
@@ -226,11 +235,13 @@ class Stack:
     def faults(self, system: str, changes: dict[str, Any]) -> None:
         self.call(system, "POST", "/_sandbox/faults", json=changes)
 
+    def _worker(self, n: int) -> WorkerProcess:
+        queues = worker_queues(n, self.systems)
+        return WorkerProcess(self.env, self.var / f"worker{n}.log", concurrency=2, beat=False, queues=queues)
+
     def restart_worker(self, n: int) -> None:
         self.workers[n].kill9()
-        self.workers[n] = WorkerProcess(
-            self.env, self.var / f"worker{n}.log", concurrency=2, beat=False
-        ).start()
+        self.workers[n] = self._worker(n).start()
 
     def stop(self) -> None:
         for w in self.workers:

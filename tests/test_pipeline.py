@@ -7,6 +7,8 @@ and the SQLite, Redis or RabbitMQ broker.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
 import httpx
@@ -28,13 +30,11 @@ def person(**extra: str) -> dict[str, str]:
     }
 
 
-def ingest_here(st: Stack, system: str, event_id: str, record: dict[str, object]) -> IngestResult:
-    """The signed webhook `system` would send for `record`, recorded by the web app, then
-    ingested in this process; the deliveries it plans are due at once."""
+def record_here(st: Stack, system: str, event_id: str, record: dict[str, object]) -> int:
+    """The signed webhook `system` would send for `record`, recorded by the web app and left
+    waiting in the inbox; returns its inbox id."""
     import json
-    from datetime import UTC, datetime
 
-    from bridge.engine.ingest import ingest
     from tests.memorypos.sandbox import sign
 
     body = json.dumps({"event_id": event_id, "type": "customer.updated", "customer": record}).encode()
@@ -42,11 +42,38 @@ def ingest_here(st: Stack, system: str, event_id: str, record: dict[str, object]
     assert httpx.post(f"{st.web.url}/webhooks/{system}", content=body, headers=headers).status_code == 200
     with st.rt.db.session() as s:
         inbox_id = s.query(InboxEvent.id).filter(InboxEvent.event_id == event_id).scalar()
-    result = ingest(st.rt, inbox_id)
+    assert isinstance(inbox_id, int)
+    return inbox_id
+
+
+def ingest_here(st: Stack, system: str, event_id: str, record: dict[str, object]) -> IngestResult:
+    """`record_here`, then ingested in this process; the deliveries it plans are due at once."""
+    from datetime import UTC, datetime
+
+    from bridge.engine.ingest import ingest
+
+    result = ingest(st.rt, record_here(st, system, event_id, record))
     for _target, delivery_id in result.deliveries:
         with st.rt.db.session() as s:  # past its coalescing window
             s.get_one(Delivery, delivery_id).next_attempt_at = datetime.now(UTC)
     return result
+
+
+@contextmanager
+def engine_in_this_process(st: Stack) -> Iterator[None]:
+    """The engine's steps in a fixed order, in this process, with the real sandboxes: the
+    worker stops and the sandboxes keep their webhooks until the block ends; afterwards the
+    worker takes over again and the stack settles."""
+    st.stop_worker()
+    try:
+        st.faults("mema", webhooks_enabled=False)
+        st.faults("memb", webhooks_enabled=False)
+        yield
+    finally:
+        st.faults("mema", webhooks_enabled=True)
+        st.faults("memb", webhooks_enabled=True, lose_response_after_commit_rate=0.0)
+        st.start_worker()
+    st.settle()
 
 
 def test_till_create_reaches_other_system_once_and_echo_costs_nothing(clean: Stack) -> None:
@@ -263,11 +290,8 @@ def test_our_write_whose_answer_was_lost_is_not_taken_for_a_newer_till_edit(clea
     a = st.edit("mema", person())
     st.settle()
     b_id = st.truth("memb")[0]["id"]
-    # The engine's steps in a fixed order, in this process, with the real sandboxes.
-    st.stop_worker()
-    try:
-        st.faults("memb", webhooks_enabled=False, lose_response_after_commit_rate=1.0)
-        st.faults("mema", webhooks_enabled=False)
+    with engine_in_this_process(st):
+        st.faults("memb", lose_response_after_commit_rate=1.0)
         edited_at = datetime.fromisoformat(st.edit("mema", {"note": "ours"}, a["id"])["updated_at"])
         planned = dict(ingest_here(st, "mema", "a-note", st.truth("mema")[0]).deliveries)
         assert push(st.rt, planned["memb"]).outcome == "retry"  # committed there, answer lost
@@ -279,11 +303,6 @@ def test_our_write_whose_answer_was_lost_is_not_taken_for_a_newer_till_edit(clea
         st.faults("memb", lose_response_after_commit_rate=0.0)
         assert ingest_here(st, "memb", "b-till", till).outcome == "updated"
         assert ingest_here(st, "memb", "b-ours", written).outcome == "echo"
-        st.faults("mema", webhooks_enabled=True)
-        st.faults("memb", webhooks_enabled=True)
-    finally:
-        st.start_worker()
-    st.settle()
     with st.rt.db.session() as s:
         customer = s.query(Customer).one()
         assert customer.fields["note"]["v"] == "till"
@@ -303,10 +322,8 @@ def test_a_retry_sending_newer_state_still_knows_its_lost_earlier_write(clean: S
     a = st.edit("mema", person())
     st.settle()
 
-    st.stop_worker()  # the engine's steps in a fixed order, in this process
-    try:
-        st.faults("mema", webhooks_enabled=False)
-        st.faults("memb", webhooks_enabled=False, lose_response_after_commit_rate=1.0)
+    with engine_in_this_process(st):
+        st.faults("memb", lose_response_after_commit_rate=1.0)
         first = st.edit("mema", {"note": "first"}, a["id"])
         assert ingest_here(st, "mema", "a-first", first).outcome == "updated"
         second = st.edit("mema", {"note": "second"}, a["id"])  # made now, ingested later
@@ -320,11 +337,6 @@ def test_a_retry_sending_newer_state_still_knows_its_lost_earlier_write(clean: S
         with st.rt.db.session() as s:
             s.get_one(Delivery, delivery_id).next_attempt_at = datetime.now(UTC)
         assert push(st.rt, delivery_id).outcome == "done"
-        st.faults("mema", webhooks_enabled=True)
-        st.faults("memb", webhooks_enabled=True)
-    finally:
-        st.start_worker()
-    st.settle()
     with st.rt.db.session() as s:
         assert s.query(Customer).one().fields["note"]["v"] == "second"
     assert st.truth("mema")[0]["note"] == "second"
@@ -342,10 +354,8 @@ def test_a_till_edit_made_on_top_of_our_unanswered_write_changes_only_its_own_fi
     a = st.edit("mema", person())
     st.settle()
     b_id = st.truth("memb")[0]["id"]
-    st.stop_worker()  # the engine's steps in a fixed order, in this process
-    try:
-        st.faults("mema", webhooks_enabled=False)
-        st.faults("memb", webhooks_enabled=False, lose_response_after_commit_rate=1.0)
+    with engine_in_this_process(st):
+        st.faults("memb", lose_response_after_commit_rate=1.0)
         ours = st.edit("mema", {"note": "ours"}, a["id"])
         planned = dict(ingest_here(st, "mema", "a-ours", ours).deliveries)
         assert push(st.rt, planned["memb"]).outcome == "retry"  # landed at memb, answer lost
@@ -355,11 +365,63 @@ def test_a_till_edit_made_on_top_of_our_unanswered_write_changes_only_its_own_fi
         till = st.edit("memb", {"last_name": "Byron"}, b_id)
         assert till["note"] == "ours"
         assert ingest_here(st, "memb", "b-till", till).outcome == "updated"
-        st.faults("mema", webhooks_enabled=True)
-        st.faults("memb", webhooks_enabled=True)
-    finally:
-        st.start_worker()
+    with st.rt.db.session() as s:
+        fields = s.query(Customer).one().fields
+    assert (fields["note"]["v"], fields["family_name"]["v"]) == ("newer", "Byron")
+    for system in ("mema", "memb"):
+        assert [(r["note"], r["last_name"]) for r in st.truth(system)] == [("newer", "Byron")]
+
+
+def test_a_record_waits_for_its_earlier_events_so_each_edit_keeps_its_own_time(clean: Stack) -> None:
+    """memb's till types a note, mema's till a newer note, memb's till then a family name.
+    memb reports one change time per record: its second event shows its old note under the
+    latest time. Ingested while the first still waits (a backlog), it must not make that
+    old note newer than mema's: the waiting event goes first and keeps its own time."""
+    st = clean
+    a = st.edit("mema", person())
     st.settle()
+    b_id = st.truth("memb")[0]["id"]
+    with engine_in_this_process(st):
+        waiting = record_here(st, "memb", "b-note", st.edit("memb", {"note": "older"}, b_id))
+        assert (
+            ingest_here(st, "mema", "a-note", st.edit("mema", {"note": "newer"}, a["id"])).outcome
+            == "updated"
+        )
+        family = st.edit("memb", {"last_name": "Byron"}, b_id)
+        assert family["note"] == "older"
+        assert ingest_here(st, "memb", "b-family", family).outcome == "updated"
+        with st.rt.db.session() as s:
+            # Taken first, by its own time: older than mema's note, it changes nothing.
+            assert s.get_one(InboxEvent, waiting).outcome == "noop"
+    with st.rt.db.session() as s:
+        fields = s.query(Customer).one().fields
+    assert (fields["note"]["v"], fields["family_name"]["v"]) == ("newer", "Byron")
+    for system in ("mema", "memb"):
+        assert [(r["note"], r["last_name"]) for r in st.truth(system)] == [("newer", "Byron")]
+
+
+def test_a_push_reading_back_a_changed_record_takes_its_waiting_events_first(clean: Stack) -> None:
+    """As above, but the record is first seen by our push to memb, which reads it back
+    (it changed since our last write) while both of its till events still wait."""
+    from bridge.engine.push import push
+
+    st = clean
+    a = st.edit("mema", person())
+    st.settle()
+    b_id = st.truth("memb")[0]["id"]
+    with engine_in_this_process(st):
+        record_here(st, "memb", "b-note", st.edit("memb", {"note": "older"}, b_id))
+        planned = dict(
+            ingest_here(st, "mema", "a-note", st.edit("mema", {"note": "newer"}, a["id"])).deliveries
+        )
+        record_here(st, "memb", "b-family", st.edit("memb", {"last_name": "Byron"}, b_id))
+        assert push(st.rt, planned["memb"]).outcome == "done"
+        with st.rt.db.session() as s:
+            outcomes = [
+                e.outcome
+                for e in s.query(InboxEvent).filter(InboxEvent.system == "memb").order_by(InboxEvent.id)
+            ]
+        assert outcomes[-2:] == ["noop", "updated"]  # both taken in order by the push
     with st.rt.db.session() as s:
         fields = s.query(Customer).one().fields
     assert (fields["note"]["v"], fields["family_name"]["v"]) == ("newer", "Byron")

@@ -76,10 +76,18 @@ def wait_for(
 class WorkerProcess:
     """`celery worker -B` as a real child process, with its own environment."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, concurrency: int = 2, beat: bool = True) -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        concurrency: int = 2,
+        beat: bool = True,
+        queues: list[str] | None = None,
+    ) -> None:
         self.env = env
         self.log_path = log_path
         self.concurrency = concurrency
+        self.queues = queues  # unprefixed names; every queue of the deployment if None
         self.beat = beat  # exactly one process of a deployment may run beat
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -89,7 +97,8 @@ class WorkerProcess:
 
         systems = [s for s in self.env.get("POSBRIDGE_SYSTEMS", "").split(",") if s]
         prefix = self.env.get("POSBRIDGE_QUEUE_PREFIX", "")
-        queues = ",".join(queues_for(Settings(_env_file=None, systems=systems, queue_prefix=prefix)))
+        every = queues_for(Settings(_env_file=None, systems=systems, queue_prefix=prefix))
+        queues = ",".join(every if self.queues is None else [prefix + q for q in self.queues])
         pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
         env = {**os.environ, **self.env, "PYTHONPATH": pythonpath}
         self.ready_file = Path(self.env["POSBRIDGE_VAR_DIR"]) / f"worker-ready-{uuid.uuid4().hex[:8]}"

@@ -50,9 +50,14 @@ class IngestResult:
     system: str | None = None
 
 
+# Earlier waiting events of one record taken before it, at most (the rest keep their order
+# through their own tasks, each catching up on its predecessors).
+CATCH_UP_MAX = 20
+
+
 def ingest(rt: Runtime, inbox_id: int) -> IngestResult:
     system: str | None = None
-    result = _ingest(rt, inbox_id)
+    result = _ingest(rt, inbox_id, catching_up=True)
     if result.system is None:
         with rt.db.session() as session:
             system = session.scalar(select(InboxEvent.system).where(InboxEvent.id == inbox_id))
@@ -60,7 +65,42 @@ def ingest(rt: Runtime, inbox_id: int) -> IngestResult:
     return result
 
 
-def _ingest(rt: Runtime, inbox_id: int) -> IngestResult:
+def catch_up(rt: Runtime, system: str, external_id: str, before: int | None = None) -> int:
+    """Ingest the record's earlier events still waiting in the inbox, oldest first.
+
+    Systems with one change time per record (Loyverse, OnSite, Fieldpine) stamp every field
+    that differs from the last state we know with that one time. A record applied while an
+    older event of it still waits (behind a backlog, or read back by a push) would stamp
+    that older edit with the later time, and it would outrank a newer edit of the same field
+    made elsewhere in between. Applied in order, each edit keeps its own time.
+    """
+    query = select(InboxEvent.id).where(
+        InboxEvent.system == system,
+        InboxEvent.external_id == external_id,
+        InboxEvent.state == InboxState.PENDING,
+        # Only events that carry their record: a trigger re-reads the present state, and a
+        # delete waits out its grace period.
+        InboxEvent.kind == EventKind.UPSERT,
+    )
+    if before is not None:
+        query = query.where(InboxEvent.id < before)
+    with rt.db.session() as session:
+        earlier = session.scalars(query.order_by(InboxEvent.id).limit(CATCH_UP_MAX)).all()
+    for inbox_id in earlier:
+        result = _ingest(rt, inbox_id, catching_up=False)
+        # What the row's own task would have sent; its message, when it comes, finds it done.
+        for target, delivery_id in result.deliveries:
+            rt.dispatch.push(target, delivery_id, countdown=rt.settings.coalesce_window_s)
+        if (
+            result.outcome == "retry"
+            and result.retry_in is not None
+            and result.retry_in <= rt.settings.short_wait_s
+        ):
+            rt.dispatch.ingest([inbox_id], countdown=result.retry_in)
+    return len(earlier)
+
+
+def _ingest(rt: Runtime, inbox_id: int, *, catching_up: bool) -> IngestResult:
     with rt.db.session() as session:
         row = session.get(InboxEvent, inbox_id)
         if row is None or row.state != InboxState.PENDING:
@@ -69,6 +109,9 @@ def _ingest(rt: Runtime, inbox_id: int) -> IngestResult:
         event = InboundEvent.from_json(row.event)
         correlation_id = row.correlation_id
         received_at = row.received_at
+        external_id = row.external_id
+    if catching_up and event.kind == EventKind.UPSERT:
+        catch_up(rt, system, external_id, before=inbox_id)
     if event.kind == EventKind.DELETE or (event.record is not None and event.record.deleted):
         # Deletes wait a moment: a merge deletes the merged profiles, and its events come
         # in no guaranteed order. Seen first, the merge re-points the link and the delete

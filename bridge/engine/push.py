@@ -261,8 +261,13 @@ def absorb(rt: Runtime, adapter: Adapter, delivery_id: int, record: ExternalReco
 
     Returns the ingest outcome: `echo` or `stale` mean the record held nothing new.
     """
-    from bridge.engine.ingest import apply_record
+    from bridge.engine.ingest import apply_record, catch_up
 
+    with rt.db.session() as session:
+        target = session.get_one(Delivery, delivery_id).target
+    # The record's own events still waiting describe the edits in it one by one, each
+    # with its time; taken first, they leave only what is newer to this read.
+    catch_up(rt, target, record.external_id)
     with rt.db.session() as session:
         delivery = session.get_one(Delivery, delivery_id)
         result = apply_record(

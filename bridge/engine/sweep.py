@@ -111,6 +111,19 @@ def _due_deliveries(
     forgotten = now - timedelta(seconds=rt.settings.requeue_after_s * FORGOTTEN_FACTOR)
     due_now = (Delivery.state == DeliveryState.PENDING, Delivery.next_attempt_at <= now)
     picked: dict[int, str] = {}
+    # One grouped count for every target: sent before `stale` (may be lost) and since.
+    counts: dict[str, tuple[int, int]] = {
+        target: (int(old or 0), int(recent or 0))
+        for target, old, recent in session.execute(
+            select(
+                Delivery.target,
+                func.count().filter(Delivery.enqueued_at < stale),
+                func.count().filter(Delivery.enqueued_at >= stale),
+            )
+            .where(*due_now, Delivery.target.in_(targets))
+            .group_by(Delivery.target)
+        ).tuples()
+    }
     for target in targets:
         mine = (*due_now, Delivery.target == target)
         unsent = session.execute(
@@ -120,16 +133,11 @@ def _due_deliveries(
             .limit(BATCH)
         ).scalars()
         picked.update(dict.fromkeys(unsent, target))
-        sent = session.scalar(
-            select(func.count()).select_from(Delivery).where(*mine, Delivery.enqueued_at < stale)
-        )
+        sent, recent = counts.get(target, (0, 0))
         # The queue also holds the messages sent since `stale`: only the rest of its depth
         # can be messages of the older ones.
-        recent = session.scalar(
-            select(func.count()).select_from(Delivery).where(*mine, Delivery.enqueued_at >= stale)
-        )
-        older_queued = max(0, queued.get(f"push.{target}", 0) - (recent or 0))
-        missing = min(BATCH, (sent or 0) - older_queued)
+        older_queued = max(0, queued.get(f"push.{target}", 0) - recent)
+        missing = min(BATCH, sent - older_queued)
         if missing > 0:
             lost = session.execute(
                 select(Delivery.id)

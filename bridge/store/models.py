@@ -142,6 +142,14 @@ class InboxEvent(Base):
         UniqueConstraint("system", "event_id", name="uq_inbox_system_event"),
         Index("ix_inbox_state_enqueued", "state", "enqueued_at"),
         Index("ix_inbox_received", "received_at"),
+        # Ingest takes a record's earlier waiting events first (ingest.catch_up).
+        Index(
+            "ix_inbox_pending_record",
+            "system",
+            "external_id",
+            sqlite_where=text("state = 'pending'"),
+            postgresql_where=text("state = 'pending'"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
