@@ -59,6 +59,10 @@ FIND_EXISTING_CANDIDATES = 25
 UNLOCK_RETRY_PAUSES_S = (0.05, 0.2, 0.5)
 # Where a process keeps its server session for the process that replaces it.
 SESSION_KEY = "session"
+# ... and the customers whose lock its session may hold: a process killed between LOCK and
+# UNLOCK leaves the lock to that session, and the till cannot save the customer until the
+# session that carries on gives it back.
+LOCKS_KEY = "locks"
 
 
 class PerInstanceFields:
@@ -147,7 +151,20 @@ class OnSiteAdapter(Adapter):
                 # session still holds a seat, so carry it on instead of opening another.
                 log.info("OnSite: resuming the session left in state slot %s", slot.index if slot else "-")
                 self._onsite.resume(kept)
+                held = slot.read(LOCKS_KEY) if slot is not None else None
+                self._unreleased.update(int(i) for i in (held or "").split(",") if i.isdigit())
+                if self._unreleased:
+                    self._release_leftovers()
         return self._onsite
+
+    def _note_locks(self, current: int | None = None) -> None:
+        if self._slot is None:
+            return
+        held = self._unreleased | ({current} if current is not None else set())
+        if held:
+            self._slot.write(LOCKS_KEY, ",".join(str(i) for i in sorted(held)))
+        else:
+            self._slot.clear(LOCKS_KEY)
 
     def _session_slot(self) -> Slot | None:
         if self.state_dir is None:
@@ -278,9 +295,11 @@ class OnSiteAdapter(Adapter):
         self._release_leftovers()
         body = self._native_customer(native)
         client = self.client
+        self._note_locks(customer_id)  # before the LOCK: its answer may never come
         try:
             client.lock(customer_id)
         except LockContentionError:
+            self._note_locks()  # another session's lock, not ours
             raise
         except RetryableError:
             # The LOCK may have been taken with only its answer lost: give it back.
@@ -322,6 +341,7 @@ class OnSiteAdapter(Adapter):
                 return err
             else:
                 self._unreleased.discard(customer_id)
+                self._note_locks()
                 return None
             if pause is not None:
                 time.sleep(pause)
@@ -339,6 +359,7 @@ class OnSiteAdapter(Adapter):
                 # Refused for good (no longer ours, session gone): nothing left to give back.
                 log.info("leftover lock of customer %s not released: %s", customer_id, err)
             self._unreleased.discard(customer_id)
+        self._note_locks()
 
     def find_existing(self, values: Values, idempotency_key: str) -> ExternalRecord | None:
         expected = normalize(mapping.project(normalize(self._restrict(values)), self.code_field))

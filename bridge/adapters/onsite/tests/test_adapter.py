@@ -425,6 +425,58 @@ def test_a_killed_process_leaves_its_session_to_its_successor(tmp_path: Path) ->
         server.stop()
 
 
+CHILD_KILLED_MID_UPDATE = """
+import sys, time
+from pathlib import Path
+import httpx
+from bridge.adapters.onsite import OnSiteAdapter
+from bridge.adapters.onsite.tests.conftest import make_settings
+
+class StallAtPut(httpx.HTTPTransport):
+    def handle_request(self, request):
+        if request.method == "PUT":
+            print("locked", flush=True)
+            time.sleep(600)
+        return super().handle_request(request)
+
+adapter = OnSiteAdapter(make_settings(base_url=sys.argv[1]), transport=StallAtPut())
+adapter.state_dir = Path(sys.argv[2])
+adapter.update(sys.argv[3], adapter.from_canonical({"note": "never"}), None)
+"""
+
+
+def test_a_lock_held_by_a_killed_process_is_given_back_by_its_successor(tmp_path: Path) -> None:
+    """kill -9 between LOCK and UNLOCK: the session lives on in the slot, and so does its
+    lock. The process carrying the session on gives it back at once, or the till could not
+    save that customer for as long as the session lives (the full kill_worker chaos run)."""
+    sandbox = OnSiteSandbox(seed=7)
+    server = ServerThread(sandbox.app).start()
+    state = tmp_path / "state"
+    try:
+        first = OnSiteAdapter(make_settings(base_url=server.url))
+        rid = create(first, JANE)
+        first.close()
+        child = subprocess.Popen(
+            [sys.executable, "-c", CHILD_KILLED_MID_UPDATE, server.url, str(state), rid],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == b"locked"
+        child.kill()
+        child.wait(timeout=10)
+        assert list(sandbox.lock_owners()) == [int(rid)]  # the till is locked out
+        successor = OnSiteAdapter(make_settings(base_url=server.url))
+        successor.state_dir = state
+        successor.probe()  # its first call: the inherited session gives the lock back
+        assert sandbox.lock_owners() == {}
+        assert not list(state.glob("slot-*/locks"))
+        successor.close()
+    finally:
+        server.stop()
+
+
 def test_live_processes_never_share_a_slot(
     make_adapter: Callable[..., OnSiteAdapter], sandbox: OnSiteSandbox, tmp_path: Path
 ) -> None:
