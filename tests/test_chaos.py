@@ -20,13 +20,13 @@ CHANGES = 200
 CUSTOMERS = 24  # enough that the 3 s between edits of one field seldom stalls the tills
 POS_DOWN_S = 15.0  # five minutes in the full run, scaled down for CI
 
-# The processes' faults; the tills' concurrency is in tests/test_chaos_tills.py. Two
-# modules, so that the two test processes of scripts/test.sh share the runs (a module
-# goes to one process whole).
 RUNS = [
     ("kill_worker", "redis"),
     ("broker_restart", "redis"),
     ("broker_restart", "rabbitmq"),
+    ("sandbox_faults", "redis"),
+    ("webhook_storm", "redis"),
+    ("concurrent", "redis"),
     ("pos_down", "redis"),
 ]
 
