@@ -122,7 +122,7 @@ def _due_deliveries(
             )
             .where(*due_now, Delivery.target.in_(targets))
             .group_by(Delivery.target)
-        ).tuples()
+        )
     }
     for target in targets:
         mine = (*due_now, Delivery.target == target)
