@@ -395,6 +395,20 @@ time.sleep(600)
 """
 
 
+def kill_9_once_it_says(line: bytes, script: str, *args: str) -> None:
+    """Run `script` in a child process and kill -9 it as soon as it prints `line`."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == line
+    child.kill()
+    child.wait(timeout=10)
+
+
 def test_a_killed_process_leaves_its_session_to_its_successor(tmp_path: Path) -> None:
     """kill -9 cannot log out; the next process in the same state slot carries the
     session on instead of taking a second seat."""
@@ -403,16 +417,7 @@ def test_a_killed_process_leaves_its_session_to_its_successor(tmp_path: Path) ->
     server = ServerThread(sandbox.app).start()
     state = tmp_path / "state"
     try:
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD, server.url, str(state)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"session open"
-        child.kill()
-        child.wait(timeout=10)
+        kill_9_once_it_says(b"session open", CHILD, server.url, str(state))
         assert sandbox.open_sessions() == 1  # the dead process's seat is still taken
         successor = OnSiteAdapter(make_settings(base_url=server.url))
         successor.state_dir = state
@@ -456,16 +461,7 @@ def test_a_lock_held_by_a_killed_process_is_given_back_by_its_successor(tmp_path
         first = OnSiteAdapter(make_settings(base_url=server.url))
         rid = create(first, JANE)
         first.close()
-        child = subprocess.Popen(
-            [sys.executable, "-c", CHILD_KILLED_MID_UPDATE, server.url, str(state), rid],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-        )
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == b"locked"
-        child.kill()
-        child.wait(timeout=10)
+        kill_9_once_it_says(b"locked", CHILD_KILLED_MID_UPDATE, server.url, str(state), rid)
         assert list(sandbox.lock_owners()) == [int(rid)]  # the till is locked out
         successor = OnSiteAdapter(make_settings(base_url=server.url))
         successor.state_dir = state
