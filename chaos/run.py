@@ -22,6 +22,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,9 @@ class Result:
     faults_injected: dict[str, Any] = field(default_factory=dict)
     not_converged: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    # Fields whose last till edit is not the last the bridge could know of (known_times):
+    # the checker then wants the latter.
+    reordered: int = 0
     # Wall seconds per phase (start, seed, drive, converge): where a run's time goes.
     phases: dict[str, float] = field(default_factory=dict)
 
@@ -113,6 +117,7 @@ class Result:
             "lost_edit_examples": self.lost_edits[:10],
             "faults_injected": self.faults_injected,
             "not_converged": self.not_converged,
+            "reordered_by_record_stamps": self.reordered,
             "errors": self.errors[:10],
             "phases_s": {k: round(v, 1) for k, v in self.phases.items()},
         }
@@ -372,14 +377,26 @@ class Driver:
         self.group_of[key] = group
         self.edits.append(Edit(customer, system, fld, value, time.time(), group))
 
-    def step(self) -> None:
+    def pick(self, fields: tuple[str, ...]) -> str:
+        """A random customer none of whose `fields` was edited within SAME_FIELD_GAP_S, so
+        the tills keep a steady pace instead of queueing behind one busy record (any
+        customer, and a wait in edit(), when every one is busy)."""
         customers = sorted(self.links)
-        customer = self.rng.choice(customers)
+        now = time.monotonic()
+        free = [
+            cu
+            for cu in customers
+            if all(self.last_at.get((cu, f), -SAME_FIELD_GAP_S) + SAME_FIELD_GAP_S <= now for f in fields)
+        ]
+        return self.rng.choice(free or customers)
+
+    def step(self) -> None:
         if self.scenario == "concurrent":
             # The same customer at two tills within the same second: alternately two
             # different fields (both edits must survive) and the same field (one wins,
             # everywhere).
             first, second = self.rng.sample(self.stack.writable, 2)
+            customer = self.pick(EDIT_FIELDS)
             if self.rng.random() < 0.5:
                 self.edit(first, customer, c.NOTE)
                 self.edit(second, customer, c.FAMILY_NAME)
@@ -388,23 +405,86 @@ class Driver:
                 self.edit(first, customer, c.NOTE, group=self.groups)
                 self.edit(second, customer, c.NOTE, group=self.groups)
         else:
-            self.edit(self.rng.choice(self.stack.writable), customer, self.rng.choice(EDIT_FIELDS))
+            fld = self.rng.choice(EDIT_FIELDS)
+            self.edit(self.rng.choice(self.stack.writable), self.pick((fld,)), fld)
+
+
+def known_times(stack: Stack, edits: list[Edit]) -> dict[int, float]:
+    """When the bridge could know each till edit happened: the earliest change time among
+    the inbox events of that system that show the edit's value on that record.
+
+    A system stamps a whole record, not a field (OnSite; polled), so an edit it reports
+    may carry the time of a later edit of another field of the same record, made before
+    the bridge saw the first. While a POS or the broker is down that can be many seconds
+    later than the edit, and later than an edit of the same field elsewhere: the bridge
+    then rightly keeps the older value. Ordering edits by what the bridge could know keeps
+    the checker strict without failing it for something no bridge could tell apart. An
+    edit no event shows (overwritten before anyone saw it) keeps its till time."""
+    from bridge.adapters.base import ExternalRecord
+    from bridge.engine import customers as cust
+    from bridge.store.models import InboxEvent, Link
+
+    rt = stack.rt
+    region = rt.settings.default_region
+    with rt.db.session() as s:
+        ext_of = {(lk.customer_id, lk.system): lk.external_id for lk in s.scalars(select(Link))}
+        wanted = {(e.system, ext_of.get((e.customer, e.system))) for e in edits}
+        seen: dict[tuple[str, str | None, str, Any], float] = {}
+        for system, external_id, raw in s.execute(
+            select(InboxEvent.system, InboxEvent.external_id, InboxEvent.event)
+        ):
+            if (system, external_id) not in wanted:
+                continue
+            data = json.loads(raw)
+            if not data.get("record"):
+                continue
+            record = ExternalRecord.from_json(data["record"])
+            occurred = data.get("occurred_at")
+            at = record.updated_at or (datetime.fromisoformat(occurred) if occurred else None)
+            if at is None:
+                continue
+            stamp = at.timestamp()
+            for fld, value in cust.held_values(rt.adapter(system), record.native, region).items():
+                if fld not in EDIT_FIELDS:
+                    continue
+                key = (system, external_id, fld, value)
+                seen[key] = min(stamp, seen.get(key, stamp))
+    return {
+        i: seen.get((e.system, ext_of.get((e.customer, e.system)), e.field, e.value), e.at)
+        for i, e in enumerate(edits)
+    }
+
+
+def reordered(edits: list[Edit], known: dict[int, float]) -> int:
+    by_till: dict[tuple[str, str], int] = {}
+    by_known: dict[tuple[str, str], int] = {}
+    for i, e in enumerate(edits):
+        key = (e.customer, e.field)
+        by_till[key] = i
+        if key not in by_known or known[i] >= known[by_known[key]]:
+            by_known[key] = i
+    return sum(1 for key, i in by_till.items() if by_known[key] != i and edits[i].group is None)
 
 
 def lost_edits(stack: Stack, edits: list[Edit]) -> list[dict[str, Any]]:
     from bridge.engine import customers as cust
     from bridge.store.models import Customer, Link
 
+    known = known_times(stack, edits)
+    by_key: dict[tuple[str, str], list[int]] = {}
+    for i, e in enumerate(edits):
+        by_key.setdefault((e.customer, e.field), []).append(i)
     last: dict[tuple[str, str], Edit] = {}
     accept: dict[tuple[str, str], set[str]] = {}
-    for e in edits:
-        key = (e.customer, e.field)
-        previous = last.get(key)
-        if e.group is not None and previous is not None and previous.group == e.group:
-            accept[key].add(e.value)
-        else:
-            accept[key] = {e.value}
-        last[key] = e
+    for key, order in by_key.items():
+        newest = max(known[i] for i in order)
+        winners = [edits[i] for i in order if known[i] == newest]
+        # Edits of one field in two systems within the same second: either may win.
+        groups = {w.group for w in winners if w.group is not None}
+        accept[key] = {w.value for w in winners} | {
+            edits[i].value for i in order if edits[i].group is not None and edits[i].group in groups
+        }
+        last[key] = winners[-1]
     rt = stack.rt
     region = rt.settings.default_region
     held: dict[str, dict[str, dict[str, Any]]] = {}
@@ -588,6 +668,7 @@ def run(
         report = check(stack.rt)
         result.duplicates = report.duplicates
         result.lost_edits = lost_edits(stack, driver.edits)
+        result.reordered = reordered(driver.edits, known_times(stack, driver.edits))
         if not report.converged:
             result.not_converged = {
                 k: v

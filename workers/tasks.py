@@ -21,11 +21,6 @@ from workers.app import task
 log = logging.getLogger("posbridge.tasks")
 
 
-def _run_pushes(rt: Runtime, planned: list[tuple[str, int]]) -> None:
-    for target, delivery_id in planned:
-        rt.dispatch.push(target, delivery_id, countdown=rt.settings.coalesce_window_s)
-
-
 @task("posbridge.ingest")
 def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
     rt = get_runtime()
@@ -41,10 +36,7 @@ def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
         if result.outcome in ("echo", "adopted"):  # adopted: our own write, seen before its answer
             metrics.ECHOES.labels(system).inc()
         outcomes[result.outcome] = outcomes.get(result.outcome, 0) + 1
-        _run_pushes(rt, result.deliveries)
-        retry_in = result.retry_in
-        if result.outcome == "retry" and retry_in is not None and retry_in <= rt.settings.short_wait_s:
-            rt.dispatch.ingest([inbox_id], countdown=retry_in)
+        ingest_mod.follow_up(rt, inbox_id, result)
     return outcomes
 
 

@@ -94,15 +94,20 @@ def _waiting(session: Session, system: str, external_id: str, before: int | None
     return list(session.scalars(query.order_by(InboxEvent.id).limit(CATCH_UP_MAX)).all())
 
 
+def follow_up(rt: Runtime, inbox_id: int, result: IngestResult) -> None:
+    """Send what an ingest planned: its pushes (after the coalescing window) and, for a
+    short wait, its own retry; longer waits are the sweeper's (see engine.retry)."""
+    for target, delivery_id in result.deliveries:
+        rt.dispatch.push(target, delivery_id, countdown=rt.settings.coalesce_window_s)
+    short = rt.settings.short_wait_s
+    if result.outcome == "retry" and result.retry_in is not None and result.retry_in <= short:
+        rt.dispatch.ingest([inbox_id], countdown=result.retry_in)
+
+
 def _take(rt: Runtime, earlier: list[int]) -> None:
     for inbox_id in earlier:
-        result = _ingest(rt, inbox_id, catching_up=False)
         # What the row's own task would have sent; its message, when it comes, finds it done.
-        for target, delivery_id in result.deliveries:
-            rt.dispatch.push(target, delivery_id, countdown=rt.settings.coalesce_window_s)
-        short = rt.settings.short_wait_s
-        if result.outcome == "retry" and result.retry_in is not None and result.retry_in <= short:
-            rt.dispatch.ingest([inbox_id], countdown=result.retry_in)
+        follow_up(rt, inbox_id, _ingest(rt, inbox_id, catching_up=False))
 
 
 def _ingest(rt: Runtime, inbox_id: int, *, catching_up: bool) -> IngestResult:
