@@ -49,7 +49,8 @@ def run_and_check(scenario: str, broker: str) -> None:
     result = run(scenario, CHANGES, broker, CUSTOMERS, POS_DOWN_S, seed=7)
     report = result.as_dict()
     print(json.dumps(report))
-    assert result.changes == CHANGES, report
+    # `concurrent` edits in pairs, so its last step may make one change more.
+    assert CHANGES <= result.changes <= CHANGES + 1, report
     assert not result.errors, report
     assert result.duplicates == 0, report
     assert not result.lost_edits, report
