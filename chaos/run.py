@@ -466,25 +466,41 @@ def reordered(edits: list[Edit], known: dict[int, float]) -> int:
     return sum(1 for key, i in by_till.items() if by_known[key] != i and edits[i].group is None)
 
 
-def lost_edits(stack: Stack, edits: list[Edit]) -> list[dict[str, Any]]:
-    from bridge.engine import customers as cust
-    from bridge.store.models import Customer, Link
+def wanted(
+    edits: list[Edit], known: dict[int, float]
+) -> tuple[dict[tuple[str, str], Edit], dict[tuple[str, str], set[str]]]:
+    """Per (customer, field): the last till edit and the values accepted as the outcome.
 
-    known = known_times(stack, edits)
+    That is the last edit by till time and the last by the time the bridge could know it
+    (known_times), when the two differ: a push that reads a record back under its lock
+    may see an OnSite edit before any poll does, with its own time, and no inbox event
+    records that read, so which of the two the bridge knew is not always knowable here.
+    Either way nothing older than both is accepted."""
     by_key: dict[tuple[str, str], list[int]] = {}
     for i, e in enumerate(edits):
         by_key.setdefault((e.customer, e.field), []).append(i)
     last: dict[tuple[str, str], Edit] = {}
     accept: dict[tuple[str, str], set[str]] = {}
     for key, order in by_key.items():
-        newest = max(known[i] for i in order)
-        winners = [edits[i] for i in order if known[i] == newest]
-        # Edits of one field in two systems within the same second: either may win.
-        groups = {w.group for w in winners if w.group is not None}
-        accept[key] = {w.value for w in winners} | {
-            edits[i].value for i in order if edits[i].group is not None and edits[i].group in groups
-        }
-        last[key] = winners[-1]
+        accepted: set[str] = set()
+        for when in (known, {i: edits[i].at for i in order}):
+            newest = max(when[i] for i in order)
+            winners = [edits[i] for i in order if when[i] == newest]
+            # Edits of one field in two systems within the same second: either may win.
+            groups = {w.group for w in winners if w.group is not None}
+            accepted |= {w.value for w in winners} | {
+                edits[i].value for i in order if edits[i].group is not None and edits[i].group in groups
+            }
+        accept[key] = accepted
+        last[key] = edits[order[-1]]
+    return last, accept
+
+
+def lost_edits(stack: Stack, edits: list[Edit]) -> list[dict[str, Any]]:
+    from bridge.engine import customers as cust
+    from bridge.store.models import Customer, Link
+
+    last, accept = wanted(edits, known_times(stack, edits))
     rt = stack.rt
     region = rt.settings.default_region
     held: dict[str, dict[str, dict[str, Any]]] = {}
