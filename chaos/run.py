@@ -92,7 +92,7 @@ class Result:
     not_converged: dict[str, Any] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     # Fields whose last till edit is not the last the bridge could know of (known_times):
-    # the checker then wants the latter.
+    # the checker then accepts either (see wanted).
     reordered: int = 0
     # Wall seconds per phase (start, seed, drive, converge): where a run's time goes.
     phases: dict[str, float] = field(default_factory=dict)
@@ -417,9 +417,9 @@ def known_times(stack: Stack, edits: list[Edit]) -> dict[int, float]:
     may carry the time of a later edit of another field of the same record, made before
     the bridge saw the first. While a POS or the broker is down that can be many seconds
     later than the edit, and later than an edit of the same field elsewhere: the bridge
-    then rightly keeps the older value. Ordering edits by what the bridge could know keeps
-    the checker strict without failing it for something no bridge could tell apart. An
-    edit no event shows (overwritten before anyone saw it) keeps its till time."""
+    then rightly keeps the older value, and the checker must not fail it for something no
+    bridge could tell apart. An edit no event shows (overwritten before anyone saw it)
+    keeps its till time."""
     from bridge.adapters.base import ExternalRecord
     from bridge.engine import customers as cust
     from bridge.store.models import InboxEvent, Link
@@ -428,12 +428,12 @@ def known_times(stack: Stack, edits: list[Edit]) -> dict[int, float]:
     region = rt.settings.default_region
     with rt.db.session() as s:
         ext_of = {(lk.customer_id, lk.system): lk.external_id for lk in s.scalars(select(Link))}
-        wanted = {(e.system, ext_of.get((e.customer, e.system))) for e in edits}
+        records = {(e.system, ext_of.get((e.customer, e.system))) for e in edits}
         seen: dict[tuple[str, str | None, str, Any], float] = {}
         for system, external_id, raw in s.execute(
             select(InboxEvent.system, InboxEvent.external_id, InboxEvent.event)
         ):
-            if (system, external_id) not in wanted:
+            if (system, external_id) not in records:
                 continue
             data = json.loads(raw)
             if not data.get("record"):
@@ -496,11 +496,13 @@ def wanted(
     return last, accept
 
 
-def lost_edits(stack: Stack, edits: list[Edit]) -> list[dict[str, Any]]:
+def lost_edits(
+    stack: Stack, edits: list[Edit], known: dict[int, float] | None = None
+) -> list[dict[str, Any]]:
     from bridge.engine import customers as cust
     from bridge.store.models import Customer, Link
 
-    last, accept = wanted(edits, known_times(stack, edits))
+    last, accept = wanted(edits, known_times(stack, edits) if known is None else known)
     rt = stack.rt
     region = rt.settings.default_region
     held: dict[str, dict[str, dict[str, Any]]] = {}
@@ -683,8 +685,9 @@ def run(
             time.sleep(0.5)
         report = check(stack.rt)
         result.duplicates = report.duplicates
-        result.lost_edits = lost_edits(stack, driver.edits)
-        result.reordered = reordered(driver.edits, known_times(stack, driver.edits))
+        known = known_times(stack, driver.edits)  # one read of the whole inbox, for both
+        result.lost_edits = lost_edits(stack, driver.edits, known)
+        result.reordered = reordered(driver.edits, known)
         if not report.converged:
             result.not_converged = {
                 k: v
