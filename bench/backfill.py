@@ -176,12 +176,57 @@ class PeakSampler(threading.Thread):
                         self.peaks[key] = max(self.peaks.get(key, 0.0), _hwm_mb(pid))
 
 
+class Progress(threading.Thread):
+    """A line a minute on stderr, so that a run cut short still shows its pace."""
+
+    def __init__(self, stack: Any, customers: int, every: float = 60.0) -> None:
+        super().__init__(daemon=True)
+        self.stack = stack
+        self.customers = customers
+        self.every = every
+        self.stop = threading.Event()
+        self.started = time.perf_counter()
+
+    def run(self) -> None:
+        from sqlalchemy import func, select
+
+        from bridge.store.models import Delivery
+
+        while not self.stop.wait(self.every):
+            with contextlib.suppress(Exception):
+                with self.stack.rt.db.session() as session:
+                    states = dict(
+                        session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
+                    )
+                writes = {
+                    s: self.stack.call(s, "GET", "/_sandbox/stats")["writes"]
+                    for s in ("square", "loyverse", "onsite")
+                }
+                line = {
+                    "elapsed_s": round(time.perf_counter() - self.started, 1),
+                    "deliveries": {str(k): v for k, v in states.items()},
+                    "writes": writes,
+                }
+                print(json.dumps(line), file=sys.stderr, flush=True)
+
+
 def full(customers: int, timeout: float) -> dict[str, Any]:
     from sqlalchemy import func, select
 
+    from bridge.adapters.base import AdapterSettings
+    from bridge.adapters.registry import ADAPTERS
     from bridge.store.models import Attempt, Delivery, Link
     from chaos.run import Stack, idle
 
+    # The chaos stack polls every second with a 10 s overlap so that its runs converge
+    # fast; a backfill measured that way would spend most of its time re-reading OnSite's
+    # overlap window (about ten full reads per created record). It runs on the product's
+    # own polling settings instead.
+    polling = {}
+    for system in ADAPTERS:
+        for field in ("poll_interval_s", "poll_overlap_s"):
+            default = AdapterSettings.model_fields[field].default
+            polling[f"POSBRIDGE_{system.upper()}_{field.upper()}"] = str(default)
     stack = Stack(
         "redis",
         extra_env={
@@ -190,6 +235,7 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
             "POSBRIDGE_LOYVERSE_RATE_LIMIT_REQUESTS": "100000000",
             "POSBRIDGE_LOG_LEVEL": "WARNING",
             "POSBRIDGE_MAX_ATTEMPTS": "12",
+            **polling,
         },
     )
     out: dict[str, Any] = {
@@ -198,6 +244,9 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "customers": customers,
         "stack": "Postgres + Redis, web, 2 workers x 2 processes, beat, 5 sandbox processes",
+        "polling_s": {
+            name: AdapterSettings.model_fields[name].default for name in ("poll_interval_s", "poll_overlap_s")
+        },
     }
     try:
         stack.start()
@@ -207,6 +256,8 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
         before = {s: stack.call(s, "GET", "/_sandbox/stats") for s in ("square", "loyverse", "onsite")}
         sampler = PeakSampler({f"worker{n}": w.proc.pid for n, w in enumerate(stack.workers) if w.proc})
         sampler.start()
+        progress = Progress(stack, customers)
+        progress.start()
         env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()
         backfill = run_measured([sys.executable, "-m", "bridge.cli", "backfill", "fieldpine", "--json"], env)
@@ -217,6 +268,8 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
         drained = time.perf_counter()
         sampler.stop.set()
         sampler.join()
+        progress.stop.set()
+        progress.join()
         after = {s: stack.call(s, "GET", "/_sandbox/stats") for s in ("square", "loyverse", "onsite")}
         counts = {
             s: stack.call(s, "GET", "/_sandbox/customers")["count"] for s in ("square", "loyverse", "onsite")

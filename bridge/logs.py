@@ -32,6 +32,15 @@ def correlated(correlation_id: str | None) -> Iterator[None]:
         CORRELATION.reset(token)
 
 
+def bind_correlation(correlation_id: str | None) -> None:
+    """Name the current change from here on, inside an enclosing `correlated` scope.
+
+    The engine binds the id when it reads its row anyway: a task that looked it up first
+    would pay a transaction per task for a log field.
+    """
+    CORRELATION.set(correlation_id)
+
+
 class ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "correlation_id", None) is None:

@@ -15,7 +15,7 @@ from bridge.engine import poll as poll_mod
 from bridge.engine import push as push_mod
 from bridge.engine import sweep as sweep_mod
 from bridge.runtime import Runtime, get_runtime
-from bridge.store.models import Delivery, DeliveryState, InboxEvent
+from bridge.store.models import Delivery, DeliveryState
 from workers.app import task
 
 log = logging.getLogger("posbridge.tasks")
@@ -28,7 +28,7 @@ def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
     outcomes: dict[str, int] = {}
     for inbox_id in ids:
         started = time.perf_counter()
-        with logs.correlated(_inbox_correlation(rt, inbox_id)):
+        with logs.correlated(None):  # the ingest binds the event's id when it reads it
             result = ingest_mod.ingest(rt, inbox_id)
             log.info("ingest of inbox %s (%s): %s", inbox_id, result.system, result.outcome)
         system = result.system or "unknown"
@@ -44,7 +44,7 @@ def ingest(inbox_ids: list[int] | int) -> dict[str, Any]:
 def push(delivery_id: int) -> dict[str, Any]:
     rt = get_runtime()
     started = time.perf_counter()
-    with logs.correlated(_delivery_correlation(rt, delivery_id)):
+    with logs.correlated(None):  # the push binds the delivery's id when it claims it
         result = push_mod.push(rt, delivery_id)
         log.info(
             "push of delivery %s to %s: %s (%s)", delivery_id, result.target, result.outcome, result.action
@@ -64,16 +64,6 @@ def push(delivery_id: int) -> dict[str, Any]:
         if target:
             rt.dispatch.push(target, result.follow_up)
     return {"outcome": result.outcome, "action": result.action}
-
-
-def _inbox_correlation(rt: Runtime, inbox_id: int) -> str | None:
-    with rt.db.session() as session:
-        return session.scalar(select(InboxEvent.correlation_id).where(InboxEvent.id == inbox_id))
-
-
-def _delivery_correlation(rt: Runtime, delivery_id: int) -> str | None:
-    with rt.db.session() as session:
-        return session.scalar(select(Delivery.correlation_id).where(Delivery.id == delivery_id))
 
 
 def _target(rt: Runtime, delivery_id: int) -> str | None:

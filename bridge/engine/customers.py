@@ -136,14 +136,22 @@ def plan_deliveries(
     state = load_state(customer)
     region = rt.settings.default_region
     planned: list[tuple[str, int]] = []
-    for target in rt.targets() if only is None else [only]:
+    targets = rt.targets() if only is None else [only]
+    # One query for all of them: this runs for every ingest and after every push.
+    links = {
+        link.system: link
+        for link in session.scalars(
+            select(Link).where(Link.customer_id == customer.id, Link.system.in_(targets))
+        )
+    }
+    for target in targets:
         adapter = rt.adapter(target)
         try:
             wanted = project(adapter, state, region)
         except canonical.NormalizationError as err:
             log.warning("customer %s cannot be projected to %s: %s", customer.id, target, err)
             continue
-        link = session.scalar(select(Link).where(Link.customer_id == customer.id, Link.system == target))
+        link = links.get(target)
         if (
             link is not None
             and link.synced_at is not None

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
-from bridge import canonical
+from bridge import canonical, logs
 from bridge.adapters.base import Adapter, Capability, EventKind, ExternalOrder, ExternalRecord, InboundEvent
 from bridge.adapters.errors import Verdict, classify
 from bridge.canonical import utcnow
@@ -106,13 +106,17 @@ def follow_up(rt: Runtime, inbox_id: int, result: IngestResult) -> None:
 
 def _take(rt: Runtime, earlier: list[int]) -> None:
     for inbox_id in earlier:
-        # What the row's own task would have sent; its message, when it comes, finds it done.
-        follow_up(rt, inbox_id, _ingest(rt, inbox_id, catching_up=False))
+        # Each under its own correlation id; the event that caught up keeps its own after.
+        with logs.correlated(None):
+            # What the row's own task would have sent; its message, when it comes, finds it done.
+            follow_up(rt, inbox_id, _ingest(rt, inbox_id, catching_up=False))
 
 
 def _ingest(rt: Runtime, inbox_id: int, *, catching_up: bool) -> IngestResult:
     with rt.db.session() as session:
         row = session.get(InboxEvent, inbox_id)
+        if row is not None:
+            logs.bind_correlation(row.correlation_id)
         if row is None or row.state != InboxState.PENDING:
             return IngestResult("already")
         system = row.system

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from bridge import canonical
+from bridge import canonical, logs
 from bridge.adapters.base import Adapter, Capability, ExternalRecord
 from bridge.adapters.errors import (
     AdapterError,
@@ -78,6 +78,8 @@ def _claim(rt: Runtime, delivery_id: int) -> PushResult | str:
     try:
         with rt.db.session() as session:
             delivery = session.scalar(select(Delivery).where(Delivery.id == delivery_id).with_for_update())
+            if delivery is not None:
+                logs.bind_correlation(delivery.correlation_id)
             if delivery is None or delivery.state != DeliveryState.PENDING:
                 return PushResult("already")
             wait = (delivery.next_attempt_at - now).total_seconds()

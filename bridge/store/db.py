@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
+# A pooled Postgres connection idle this long is pinged before use.
+PING_AFTER_IDLE_S = 10.0
 
 
 def normalize_url(url: str) -> str:
@@ -50,7 +53,36 @@ def build_engine(url: str) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
+    engine = create_engine(url, pool_size=10, max_overflow=20)
+
+    # Not `pool_pre_ping`: it costs a round trip per checkout, and a task opens several
+    # sessions (it was one statement in eight of a backfill). A connection that sat idle
+    # (where a server restart or an idle timeout would have cut it) is pinged; a busy one
+    # that breaks fails its statement, SQLAlchemy then drops the whole pool, and the task
+    # is retried like any other failure.
+    @event.listens_for(engine, "checkin")
+    def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _on_checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            _ping(dbapi_conn)
+        except Exception as err:
+            # The pool discards this connection and checks out a fresh one.
+            raise exc.DisconnectionError(f"pooled connection is dead: {err}") from err
+
+    return engine
+
+
+def _ping(dbapi_conn: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("SELECT 1")
+    cursor.close()
+    dbapi_conn.rollback()
 
 
 def get_engine(url: str) -> Engine:
