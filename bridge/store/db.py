@@ -58,8 +58,8 @@ def build_engine(url: str) -> Engine:
     # Not `pool_pre_ping`: it costs a round trip per checkout, and a task opens several
     # sessions (it was one statement in eight of a backfill). A connection that sat idle
     # (where a server restart or an idle timeout would have cut it) is pinged; a busy one
-    # that breaks fails its statement, SQLAlchemy then drops the whole pool, and the task
-    # is retried like any other failure.
+    # that breaks fails its statement, SQLAlchemy then drops the whole pool, and the
+    # sweeper sends the work again as after any failed task.
     @event.listens_for(engine, "checkin")
     def _on_checkin(_dbapi_conn: Any, record: Any) -> None:
         record.info["idle_since"] = time.monotonic()
