@@ -179,6 +179,10 @@ class Store:
             self._history.clear()
 
 
+# Webhook posts one sandbox has open at once.
+MAX_IN_FLIGHT = 16
+
+
 class WebhookSender:
     """Delivers webhooks the way vendors do: at least once, retried, in no guaranteed order."""
 
@@ -201,6 +205,10 @@ class WebhookSender:
         self.log: deque[dict[str, Any]] = deque(maxlen=500)
         self._tasks: set[asyncio.Task[None]] = set()
         self._client: httpx.AsyncClient | None = None
+        # Vendors send from a bounded pool, and so do we: a bulk write emits a hook per
+        # record, and thousands of posts queued inside httpx's connection pool cost time
+        # quadratic in their number (a 100,000-record backfill stalled on it).
+        self._in_flight: asyncio.Semaphore | None = None
 
     def emit(self, body: bytes, headers: Mapping[str, str], url: str | None = None) -> None:
         target = url or self.url
@@ -218,10 +226,13 @@ class WebhookSender:
             await asyncio.sleep(self.rng.random() * self.jitter_ms / 1000)
         if self._client is None:
             self._client = httpx.AsyncClient(transport=self.transport, timeout=10.0)
+        if self._in_flight is None:
+            self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         for attempt, delay in enumerate((*self.schedule, None)):
             self.stats["attempts"] += 1
             try:
-                response = await self._client.post(url, content=body, headers=headers)
+                async with self._in_flight:  # not held through the back-off sleep below
+                    response = await self._client.post(url, content=body, headers=headers)
                 status = response.status_code
             except httpx.HTTPError as err:
                 status = 0
