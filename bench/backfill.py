@@ -179,33 +179,49 @@ class PeakSampler(threading.Thread):
 class Progress(threading.Thread):
     """A line a minute on stderr, so that a run cut short still shows its pace."""
 
-    def __init__(self, stack: Any, customers: int, every: float = 60.0) -> None:
+    def __init__(self, stack: Any, sampler: PeakSampler, every: float = 60.0) -> None:
         super().__init__(daemon=True)
         self.stack = stack
-        self.customers = customers
+        self.sampler = sampler
         self.every = every
         self.stop = threading.Event()
         self.started = time.perf_counter()
+        self.backfill_peak_mb = 0.0
 
     def run(self) -> None:
         from sqlalchemy import func, select
 
         from bridge.store.models import Delivery
 
-        while not self.stop.wait(self.every):
+        ticks = 0
+        while not self.stop.wait(1.0):
+            # The backfill command's own peak, sampled here too: run_measured's figure is
+            # only printed when the command ends.
+            found = subprocess.run(
+                ["pgrep", "-f", "bridge.cli backfill"], capture_output=True, text=True, check=False
+            )
+            for pid in found.stdout.split():
+                self.backfill_peak_mb = max(self.backfill_peak_mb, _hwm_mb(int(pid)))
+            ticks += 1
+            if ticks % int(self.every):
+                continue
             with contextlib.suppress(Exception):
                 with self.stack.rt.db.session() as session:
                     states = dict(
                         session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
                     )
-                writes = {
-                    s: self.stack.call(s, "GET", "/_sandbox/stats")["writes"]
-                    for s in ("square", "loyverse", "onsite")
+                stats = {
+                    s: self.stack.call(s, "GET", "/_sandbox/stats") for s in ("square", "loyverse", "onsite")
                 }
                 line = {
                     "elapsed_s": round(time.perf_counter() - self.started, 1),
                     "deliveries": {str(k): v for k, v in states.items()},
-                    "writes": writes,
+                    "writes": {s: v["writes"] for s, v in stats.items()},
+                    "square_bulk_calls": stats["square"]["requests"].get("POST /v2/customers/bulk-create", 0),
+                    "peak_rss_mb": {
+                        "backfill_process": round(self.backfill_peak_mb, 1),
+                        "workers_max": round(max(self.sampler.peaks.values(), default=0.0), 1),
+                    },
                 }
                 print(json.dumps(line), file=sys.stderr, flush=True)
 
@@ -256,7 +272,7 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
         before = {s: stack.call(s, "GET", "/_sandbox/stats") for s in ("square", "loyverse", "onsite")}
         sampler = PeakSampler({f"worker{n}": w.proc.pid for n, w in enumerate(stack.workers) if w.proc})
         sampler.start()
-        progress = Progress(stack, customers)
+        progress = Progress(stack, sampler)
         progress.start()
         env = {**os.environ, **stack.env, "PYTHONPATH": str(ROOT)}
         started = time.perf_counter()

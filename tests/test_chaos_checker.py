@@ -4,7 +4,7 @@ one that kept what the bridge could know to be newest."""
 
 from __future__ import annotations
 
-from chaos.run import Edit, reordered, wanted
+from chaos.run import Edit, overwritten_in_flight, reordered, wanted
 
 C = "customer-1"
 
@@ -55,3 +55,28 @@ def test_a_same_second_group_accepts_either_value_but_nothing_older() -> None:
     _, accept = wanted(edits, {i: e.at for i, e in enumerate(edits)})
     assert accept[(C, "note")] == {"x", "y"}
     assert reordered(edits, {i: e.at for i, e in enumerate(edits)}) == 0
+
+
+def test_an_unseen_edit_typed_while_our_update_was_in_flight_is_excused() -> None:
+    # Loyverse: the bridge read the record at 20.00 and wrote at 20.11; the till typed
+    # "lost" at 20.05 in between; the batched webhook carried our write only.
+    edits = [edit("onsite", "ours", 17.0), edit("loyverse", "lost", 20.05)]
+    edits[1].began = 20.04
+    writes = {(C, "loyverse"): [(20.0, 20.11)]}
+    assert overwritten_in_flight(edits, {1}, writes) == {1}
+
+
+def test_an_edit_some_event_showed_is_never_excused() -> None:
+    edits = [edit("onsite", "ours", 17.0), edit("loyverse", "seen", 20.05)]
+    writes = {(C, "loyverse"): [(20.0, 20.11)]}
+    assert overwritten_in_flight(edits, set(), writes) == set()
+
+
+def test_an_unseen_edit_outside_any_write_of_that_record_is_still_lost() -> None:
+    edits = [edit("onsite", "ours", 17.0), edit("loyverse", "dropped", 25.0)]
+    writes = {
+        (C, "loyverse"): [(20.0, 20.11)],  # before the edit
+        (C, "square"): [(24.9, 25.2)],  # another system's record
+        ("customer-2", "loyverse"): [(24.9, 25.2)],  # another customer's record
+    }
+    assert overwritten_in_flight(edits, {1}, writes) == set()

@@ -8,6 +8,7 @@ phone) or a record the bridge does not know. Used by the demo and the chaos chec
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,6 +16,8 @@ from typing import Any
 from sqlalchemy import select
 
 from bridge import canonical
+from bridge.adapters.base import Adapter, ExternalRecord
+from bridge.adapters.errors import RetryableError
 from bridge.engine import customers as cust
 from bridge.runtime import Runtime
 from bridge.store.models import Customer, Link
@@ -61,6 +64,27 @@ class CheckReport:
         }
 
 
+# How long a read waits out the vendor's rate limit or outage before giving up.
+READ_PATIENCE_S = 120.0
+
+
+def read_all(adapter: Adapter, patience_s: float = READ_PATIENCE_S) -> list[ExternalRecord]:
+    """Every live record the system holds, read through its API.
+
+    The checker spends the same account budget as the bridge (Loyverse: 300 requests per
+    300 s), so a 429 is expected here, not a finding: it is waited out like the bridge
+    would, then the whole listing is read again.
+    """
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return [r for r in adapter.poll(None) if not r.deleted]
+        except RetryableError as err:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(min(max(err.retry_after or 1.0, 0.5), 30.0))
+
+
 def check(rt: Runtime) -> CheckReport:
     region = rt.settings.default_region
     with rt.db.session() as session:
@@ -81,9 +105,7 @@ def check(rt: Runtime) -> CheckReport:
         adapter = rt.adapter(system)
         result = SystemCheck()
         held: dict[str, canonical.Values] = {}
-        for record in adapter.poll(None):
-            if record.deleted:
-                continue
+        for record in read_all(adapter):
             held[record.external_id] = cust.held_values(adapter, record.native, region)
         result.records = len(held)
         linked = by_system.get(system, {})
