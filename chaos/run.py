@@ -463,17 +463,19 @@ def known_times(stack: Stack, edits: list[Edit]) -> tuple[dict[int, float], set[
 
 
 def bridge_writes(stack: Stack) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    """Per (customer, system): when each update the bridge sent there was in flight.
+    """Per (customer, system): when each update the bridge sent there was in flight, for
+    systems without versioned writes only (one with them refuses a write over a newer edit).
 
     Every attempt counts, failed ones too: a write whose answer was lost did land."""
     from bridge.store.models import Attempt, Delivery
 
+    blind = [s for s in stack.systems if Capability.VERSIONED_WRITES not in stack.classes[s].capabilities]
     spans: dict[tuple[str, str], list[tuple[float, float]]] = {}
     with stack.rt.db.session() as s:
         for customer, target, started, ms in s.execute(
             select(Delivery.customer_id, Delivery.target, Attempt.started_at, Attempt.duration_ms)
             .join(Attempt, Attempt.delivery_id == Delivery.id)
-            .where(Attempt.action == "update")
+            .where(Attempt.action == "update", Delivery.target.in_(blind))
         ):
             start = started.timestamp()
             spans.setdefault((customer, target), []).append((start, start + (ms or 0.0) / 1000))
