@@ -238,11 +238,13 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
     # fast; a backfill measured that way would spend most of its time re-reading OnSite's
     # overlap window (about ten full reads per created record). It runs on the product's
     # own polling settings instead.
-    polling = {}
-    for system in ADAPTERS:
-        for field in ("poll_interval_s", "poll_overlap_s"):
-            default = AdapterSettings.model_fields[field].default
-            polling[f"POSBRIDGE_{system.upper()}_{field.upper()}"] = str(default)
+    fields = ("poll_interval_s", "poll_overlap_s")
+    defaults = {name: AdapterSettings.model_fields[name].default for name in fields}
+    polling = {
+        f"POSBRIDGE_{system.upper()}_{name.upper()}": str(value)
+        for system in ADAPTERS
+        for name, value in defaults.items()
+    }
     stack = Stack(
         "redis",
         extra_env={
@@ -260,9 +262,7 @@ def full(customers: int, timeout: float) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "customers": customers,
         "stack": "Postgres + Redis, web, 2 workers x 2 processes, beat, 5 sandbox processes",
-        "polling_s": {
-            name: AdapterSettings.model_fields[name].default for name in ("poll_interval_s", "poll_overlap_s")
-        },
+        "polling_s": defaults,
     }
     try:
         stack.start()

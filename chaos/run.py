@@ -545,13 +545,17 @@ def wanted(
 
 
 def lost_edits(
-    stack: Stack, edits: list[Edit], history: tuple[dict[int, float], set[int]] | None = None
+    stack: Stack,
+    edits: list[Edit],
+    known: dict[int, float] | None = None,
+    excused: set[int] | None = None,
 ) -> list[dict[str, Any]]:
     from bridge.engine import customers as cust
     from bridge.store.models import Customer, Link
 
-    known, unseen = known_times(stack, edits) if history is None else history
-    excused = overwritten_in_flight(edits, unseen, bridge_writes(stack))
+    if known is None or excused is None:
+        known, unseen = known_times(stack, edits)
+        excused = overwritten_in_flight(edits, unseen, bridge_writes(stack))
     kept = [i for i in range(len(edits)) if i not in excused]
     last, accept = wanted([edits[i] for i in kept], {n: known[i] for n, i in enumerate(kept)})
     rt = stack.rt
@@ -732,13 +736,11 @@ def run(
             time.sleep(0.5)
         report = check(stack.rt)
         result.duplicates = report.duplicates
-        history = known_times(stack, driver.edits)  # one read of the whole inbox, for all three
-        result.lost_edits = lost_edits(stack, driver.edits, history)
-        result.reordered = reordered(driver.edits, history[0])
-        result.overwritten_in_flight = [
-            asdict(driver.edits[i])
-            for i in sorted(overwritten_in_flight(driver.edits, history[1], bridge_writes(stack)))
-        ]
+        known, unseen = known_times(stack, driver.edits)  # one read of the whole inbox, for all three
+        excused = overwritten_in_flight(driver.edits, unseen, bridge_writes(stack))
+        result.lost_edits = lost_edits(stack, driver.edits, known, excused)
+        result.reordered = reordered(driver.edits, known)
+        result.overwritten_in_flight = [asdict(driver.edits[i]) for i in sorted(excused)]
         if not report.converged:
             result.not_converged = {
                 k: v

@@ -208,7 +208,7 @@ class WebhookSender:
         # Vendors send from a bounded pool, and so do we: a bulk write emits a hook per
         # record, and thousands of posts queued inside httpx's connection pool cost time
         # quadratic in their number (a 100,000-record backfill stalled on it).
-        self._in_flight: asyncio.Semaphore | None = None
+        self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)  # binds to a loop on first wait
 
     def emit(self, body: bytes, headers: Mapping[str, str], url: str | None = None) -> None:
         target = url or self.url
@@ -226,8 +226,6 @@ class WebhookSender:
             await asyncio.sleep(self.rng.random() * self.jitter_ms / 1000)
         if self._client is None:
             self._client = httpx.AsyncClient(transport=self.transport, timeout=10.0)
-        if self._in_flight is None:
-            self._in_flight = asyncio.Semaphore(MAX_IN_FLIGHT)
         for attempt, delay in enumerate((*self.schedule, None)):
             self.stats["attempts"] += 1
             try:
