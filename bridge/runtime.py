@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Protocol
 
 import httpx
@@ -28,6 +29,8 @@ class Dispatcher(Protocol):
     def poll(self, system: str) -> None: ...
 
     def waiting(self, queues: Iterable[str]) -> dict[str, int]: ...
+
+    def mark(self, queue: str, sent_at: datetime) -> None: ...
 
 
 class Runtime:

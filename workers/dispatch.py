@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 
 from celery import Celery
 
@@ -40,6 +41,10 @@ class CeleryDispatcher:
 
     def poll(self, system: str) -> None:
         self.app.send_task("posbridge.poll", args=[system], queue=f"{self.prefix}poll")
+
+    def mark(self, queue: str, sent_at: datetime) -> None:
+        """A marker down `queue` (`ingest`, `push.<system>`): see engine.sweep."""
+        self.app.send_task("posbridge.mark", args=[queue, sent_at.isoformat()], queue=f"{self.prefix}{queue}")
 
     def waiting(self, queues: Iterable[str]) -> dict[str, int]:
         """Messages waiting in each of `queues` (`ingest`, `push.<system>`), where the broker says.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -86,6 +87,13 @@ def sweep() -> dict[str, Any]:
         "inbox": len(report.inbox),
         "resumed": report.resumed,
     }
+
+
+@task("posbridge.mark")
+def mark(queue: str, sent_at: str) -> None:
+    # Sent down the queue it names (ingest or a push queue), so it runs when that queue's
+    # earlier messages have been taken.
+    sweep_mod.record_mark(get_runtime(), queue, datetime.fromisoformat(sent_at))
 
 
 @task("posbridge.prune_inbox")

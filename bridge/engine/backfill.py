@@ -152,7 +152,6 @@ def plan_all(rt: Runtime, *, dispatch: bool = True, bulk: bool = True) -> int:
     the deliveries then only cover what is left (updates, and entries the bulk call
     could not create).
     """
-    planned: list[tuple[str, int]] = []
     with rt.db.session() as session:
         ids = session.scalars(
             select(Customer.id).where(Customer.deleted.is_(False), Customer.merged_into.is_(None))
@@ -171,17 +170,23 @@ def plan_all(rt: Runtime, *, dispatch: bool = True, bulk: bool = True) -> int:
             if missing:
                 made = bulk_create(rt, target, missing)
                 log.info("backfill: %d customers created in %s through its bulk endpoint", made, target)
+    planned = 0
     for start in range(0, len(ids), CHUNK):
+        chunk: list[tuple[str, int]] = []
         with rt.db.session() as session:
             for customer_id in ids[start : start + CHUNK]:
                 customer = session.get_one(Customer, customer_id)
-                planned += cust.plan_deliveries(
+                chunk += cust.plan_deliveries(
                     session, rt, customer, source="backfill", correlation_id=None, now=utcnow()
                 )
-    if dispatch:
-        for target, delivery_id in planned:
-            rt.dispatch.push(target, delivery_id)
-    return len(planned)
+        # Sent as each chunk commits: held back until all were planned (minutes at 100,000),
+        # the first ones looked lost to the sweeper, which sent them too, and the workers
+        # then claimed each of them two or three times.
+        if dispatch:
+            for target, delivery_id in chunk:
+                rt.dispatch.push(target, delivery_id)
+        planned += len(chunk)
+    return planned
 
 
 def dry_run(rt: Runtime, system: str) -> BackfillReport:

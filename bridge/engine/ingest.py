@@ -117,8 +117,12 @@ def _ingest(rt: Runtime, inbox_id: int, *, catching_up: bool) -> IngestResult:
         row = session.get(InboxEvent, inbox_id)
         if row is not None:
             logs.bind_correlation(row.correlation_id)
-        if row is None or row.state != InboxState.PENDING:
+        if row is None:
             return IngestResult("already")
+        if row.state != InboxState.PENDING:
+            # Most common during a backlog (a catch-up or the sweeper took it first): the
+            # system comes with the row, not from another transaction.
+            return IngestResult("already", system=row.system)
         system = row.system
         event = InboundEvent.from_json(row.event)
         correlation_id = row.correlation_id

@@ -11,21 +11,27 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from bridge.adapters.errors import AuthError
 from bridge.canonical import utcnow
 from bridge.engine.push import _back_to_pending
 from bridge.runtime import Runtime
-from bridge.store.models import Attempt, Delivery, DeliveryState, InboxEvent, InboxState, SystemState
+from bridge.store.models import (
+    Attempt,
+    Delivery,
+    DeliveryState,
+    InboxEvent,
+    InboxState,
+    QueueMark,
+    SystemState,
+)
 
 log = logging.getLogger("posbridge.sweep")
 
 BATCH = 500
-# A message can wait behind a long backlog (a backfill) for many requeue periods; one
-# sent this long ago and still not consumed is re-sent whatever the queue says.
-FORGOTTEN_FACTOR = 20
 
 
 @dataclass
@@ -62,25 +68,35 @@ def sweep(rt: Runtime) -> SweepReport:
                 delivery.enqueued_at = None
             report.reclaimed += 1
     targets = rt.targets()
+    queues = ["ingest", *(f"push.{t}" for t in targets)]
     # Asked before the transaction: a broker round trip should not hold row locks.
-    queued = rt.dispatch.waiting([f"push.{t}" for t in targets])
+    queued = rt.dispatch.waiting(queues)
     with rt.db.session() as session:
+        read = _read_horizons(session, rt, queues, now)
         paused = set(session.scalars(select(SystemState.system).where(SystemState.paused.is_(True))).all())
-        due = _due_deliveries(session, rt, [t for t in targets if t not in paused], queued, now)
+        due = _due_deliveries(session, rt, [t for t in targets if t not in paused], queued, read, now)
         if due:
             session.execute(
                 update(Delivery).where(Delivery.id.in_([d for _, d in due])).values(enqueued_at=now)
             )
         report.deliveries = due
-        # Inbox rows go back as one message of up to BATCH ids per sweep, and an ingest of
-        # a row already done costs one read: re-sending them all cannot flood the queue,
-        # and waiting for a busy queue to drain would leave lost ones unseen for minutes.
+        # An ingest message carries many ids (the web's group commit, these batches), so
+        # the queue's depth cannot be matched against rows. An empty (or uncounted) queue
+        # proves every row sent a requeue period ago and still waiting lost; behind a
+        # backlog only the queue's marks can (see `_read_horizons`). Re-sending every stale
+        # row instead, as this once did, put each row of a 5,000-customer backfill's
+        # backlog in the queue up to 22 times, and the ingest workers read rows already done.
+        lost: list[ColumnElement[bool]] = [InboxEvent.enqueued_at.is_(None)]
+        if not queued.get("ingest"):
+            lost.append(InboxEvent.enqueued_at < stale)
+        elif read.get("ingest") is not None:
+            lost.append(InboxEvent.enqueued_at < read["ingest"])
+        # A failed ingest's retry is this sweep's to send (ingest._reschedule): no message
+        # of it can be waiting, however deep the queue.
+        lost.append(and_(InboxEvent.error.is_not(None), InboxEvent.enqueued_at < stale))
         inbox = session.scalars(
             select(InboxEvent.id)
-            .where(
-                InboxEvent.state == InboxState.PENDING,
-                or_(InboxEvent.enqueued_at.is_(None), InboxEvent.enqueued_at < stale),
-            )
+            .where(InboxEvent.state == InboxState.PENDING, or_(*lost))
             .order_by(InboxEvent.id)
             .limit(BATCH)
         ).all()
@@ -92,11 +108,86 @@ def sweep(rt: Runtime) -> SweepReport:
         rt.dispatch.push(target, delivery_id)
     if report.inbox:
         rt.dispatch.ingest(report.inbox)
+    # After the re-sends, so that a marker follows them down the queue.
+    for queue in _markers_due(rt, [q for q in queues if queued.get(q, 0) > 0]):
+        rt.dispatch.mark(queue, utcnow())
     return report
 
 
+def _read_horizons(session: Session, rt: Runtime, queues: list[str], now: datetime) -> dict[str, datetime]:
+    """Per queue: a message sent before this and not yet worked on was lost.
+
+    A queue is read first in, first out, so once a marker has been taken every message sent
+    before it has been taken too. A row sent before a taken marker and still waiting was
+    lost (a broker restart, a worker killed holding it), however deep the queue is now. The
+    marker counts once the messages taken just before it have had a requeue period to
+    finish, and the row must have been sent a requeue period before the marker: producers
+    stamp a row a moment before its message leaves (a commit, a backfill's chunk).
+    """
+    settle = timedelta(seconds=rt.settings.requeue_after_s)
+    horizons: dict[str, datetime] = {}
+    for row in session.scalars(select(QueueMark).where(QueueMark.queue.in_(queues))):
+        mark = row.settled_mark
+        if row.taken_mark is not None and row.taken_at is not None and row.taken_at <= now - settle:
+            mark = row.taken_mark
+        if mark is not None:
+            horizons[row.queue] = mark - settle
+    return horizons
+
+
+def _markers_due(rt: Runtime, queues: list[str]) -> list[str]:
+    """The queues holding a backlog whose last marker left a requeue period ago or more:
+    one marker per period, so a long backlog carries a few of them, not one per sweep."""
+    if not queues:
+        return []
+    now = utcnow()
+    since = now - timedelta(seconds=rt.settings.requeue_after_s)
+    due: list[str] = []
+    with rt.db.session() as session:
+        for queue in sorted(queues):  # one lock order for sweeps that overlap
+            row = _mark_row(session, queue)
+            if row.sent_at is None or row.sent_at <= since:
+                row.sent_at = now
+                due.append(queue)
+    return due
+
+
+def record_mark(rt: Runtime, queue: str, sent_at: datetime) -> None:
+    """A worker took the marker sent down `queue` at `sent_at` (task posbridge.mark)."""
+    now = utcnow()
+    settle = timedelta(seconds=rt.settings.requeue_after_s)
+    with rt.db.session() as session:
+        row = _mark_row(session, queue)
+        if row.taken_mark is not None and row.taken_at is not None and row.taken_at <= now - settle:
+            row.settled_mark = max(row.settled_mark or row.taken_mark, row.taken_mark)
+            row.taken_mark = None
+        # A marker taken while the previous one still settles is dropped: the next one
+        # follows within a requeue period.
+        if row.taken_mark is None and (row.settled_mark is None or sent_at > row.settled_mark):
+            row.taken_mark, row.taken_at = sent_at, now
+
+
+def _mark_row(session: Session, queue: str) -> QueueMark:
+    row = session.scalar(select(QueueMark).where(QueueMark.queue == queue).with_for_update())
+    if row is not None:
+        return row
+    try:
+        with session.begin_nested():
+            row = QueueMark(queue=queue)
+            session.add(row)
+            session.flush()
+    except IntegrityError:  # a concurrent sweep or marker made it first
+        row = session.scalars(select(QueueMark).where(QueueMark.queue == queue).with_for_update()).one()
+    return row
+
+
 def _due_deliveries(
-    session: Session, rt: Runtime, targets: list[str], queued: dict[str, int], now: datetime
+    session: Session,
+    rt: Runtime,
+    targets: list[str],
+    queued: dict[str, int],
+    read: dict[str, datetime],
+    now: datetime,
 ) -> list[tuple[str, int]]:
     """Due deliveries the broker holds no message for, as far as can be told.
 
@@ -105,10 +196,11 @@ def _due_deliveries(
     Re-sending all of them floods a deep queue: during a backfill every waiting delivery
     was sent again every period, the duplicates outgrew the real work and the workers spent
     their time claiming deliveries that were already done. The queue's depth tells how many
-    can still be in it; only the rest, the longest-waiting first, are sent again.
+    can still be in it; only the rest, the longest-waiting first, are sent again. Messages
+    the count cannot tell apart (the queue also holds duplicates and markers) are found
+    by the queue's marks instead (`_read_horizons`).
     """
     stale = now - timedelta(seconds=rt.settings.requeue_after_s)
-    forgotten = now - timedelta(seconds=rt.settings.requeue_after_s * FORGOTTEN_FACTOR)
     due_now = (Delivery.state == DeliveryState.PENDING, Delivery.next_attempt_at <= now)
     picked: dict[int, str] = {}
     # One grouped count for every target: sent before `stale` (may be lost) and since.
@@ -126,9 +218,12 @@ def _due_deliveries(
     }
     for target in targets:
         mine = (*due_now, Delivery.target == target)
+        unsent_or_lost: list[ColumnElement[bool]] = [Delivery.enqueued_at.is_(None)]
+        if f"push.{target}" in read:
+            unsent_or_lost.append(Delivery.enqueued_at < read[f"push.{target}"])
         unsent = session.execute(
             select(Delivery.id)
-            .where(*mine, or_(Delivery.enqueued_at.is_(None), Delivery.enqueued_at < forgotten))
+            .where(*mine, or_(*unsent_or_lost))
             .order_by(Delivery.next_attempt_at)
             .limit(BATCH)
         ).scalars()

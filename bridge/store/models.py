@@ -250,6 +250,27 @@ class SystemState(Base):
     next_probe_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+class QueueMark(Base):
+    """How far each queue has been read, for telling a lost message from a waiting one.
+
+    The sweeper sends a marker down a queue that holds a backlog; the worker that takes it
+    records when it was sent. Queues are first in, first out, so a row sent before a marker
+    that has been taken, and still not done, had its message lost (see engine.sweep).
+    """
+
+    __tablename__ = "queue_marks"
+
+    queue: Mapped[str] = mapped_column(String(100), primary_key=True)
+    # The last marker sent, so that a backlog carries one per requeue period, not per sweep.
+    sent_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The marker taken most recently, and when: trusted once the messages taken just before
+    # it have had a requeue period to finish.
+    taken_mark: Mapped[datetime | None] = mapped_column(nullable=True)
+    taken_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    # The newest marker so trusted.
+    settled_mark: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 class Order(Base):
     """An order from an order-sourcing system (LS One), linked to a customer when known."""
 
