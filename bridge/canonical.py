@@ -187,14 +187,30 @@ class FieldState:
     value: Any
     source: str
     at: datetime
+    # The value this one replaced. A system with one change time per record can give a
+    # value a later time than it was typed at (another field changed after it); when a
+    # later event shows it older than what it replaced, that one comes back (`redate`).
+    replaced: FieldState | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": self.value, "s": self.source, "t": self.at.isoformat()}
+        data: dict[str, Any] = {"v": self.value, "s": self.source, "t": self.at.isoformat()}
+        if self.replaced is not None:
+            data["p"] = self.replaced.bare().to_json()
+        return data
+
+    def bare(self) -> FieldState:
+        return FieldState(value=self.value, source=self.source, at=self.at)
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> FieldState:
         at = datetime.fromisoformat(data["t"])
-        return cls(value=data.get("v"), source=str(data["s"]), at=at if at.tzinfo else at.replace(tzinfo=UTC))
+        replaced = cls.from_json(data["p"]) if data.get("p") else None
+        return cls(
+            value=data.get("v"),
+            source=str(data["s"]),
+            at=at if at.tzinfo else at.replace(tzinfo=UTC),
+            replaced=replaced,
+        )
 
 
 @dataclass
@@ -232,9 +248,39 @@ def merge_fields(
         ):
             rejected.append(field)
             continue
-        state[field] = FieldState(value=value, source=source, at=at)
+        replaced = current.bare() if current is not None and current.value is not None else None
+        state[field] = FieldState(value=value, source=source, at=at, replaced=replaced)
         changed.append(field)
     return MergeOutcome(changed=changed, rejected=rejected)
+
+
+def redate(
+    state: dict[str, FieldState], seen: Mapping[str, Any], source: str, at: datetime
+) -> tuple[list[str], list[str]]:
+    """`source` showed `seen` as its state at `at`, earlier than the times we hold for it.
+
+    Where a value we hold from `source` was already there at `at`, it is at least that old:
+    its time moves back. A value from elsewhere that it replaced and that is newer than
+    that was beaten only by the record's later time: it is given back. Returns the fields
+    whose time moved and those whose value came back.
+    """
+    moved: list[str] = []
+    restored: list[str] = []
+    for field, value in seen.items():
+        current = state.get(field)
+        if current is None or current.source != source or current.value != value or at >= current.at:
+            continue
+        earlier = FieldState(value=value, source=source, at=at, replaced=current.replaced)
+        previous = current.replaced
+        if previous is not None and previous.source != source and previous.at > at:
+            state[field] = FieldState(
+                value=previous.value, source=previous.source, at=previous.at, replaced=earlier.bare()
+            )
+            restored.append(field)
+        else:
+            state[field] = earlier
+            moved.append(field)
+    return moved, restored
 
 
 def values_of(state: Mapping[str, FieldState], fields: Iterable[str]) -> Values:

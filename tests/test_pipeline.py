@@ -15,7 +15,8 @@ import httpx
 import pytest
 from sqlalchemy import func
 
-from bridge.engine.ingest import IngestResult
+from bridge.canonical import utcnow
+from bridge.engine.ingest import IngestResult, ingest
 from bridge.store.models import Attempt, Customer, Delivery, DeliveryState, InboxEvent, Link
 from tests.conftest import Stack
 
@@ -422,6 +423,39 @@ def test_a_push_reading_back_a_changed_record_takes_its_waiting_events_first(cle
                 for e in s.query(InboxEvent).filter(InboxEvent.system == "memb").order_by(InboxEvent.id)
             ]
         assert outcomes[-2:] == ["noop", "updated"]  # both taken in order by the push
+    with st.rt.db.session() as s:
+        fields = s.query(Customer).one().fields
+    assert (fields["note"]["v"], fields["family_name"]["v"]) == ("newer", "Byron")
+    for system in ("mema", "memb"):
+        assert [(r["note"], r["last_name"]) for r in st.truth(system)] == [("newer", "Byron")]
+
+
+def test_a_value_dated_too_late_by_its_record_gives_way_when_its_own_event_comes(clean: Stack) -> None:
+    """memb's till types a note, mema's till a newer note, memb's till then a family name.
+    Our push to memb reads the record back before any event of memb's has come: the old
+    note shows under the family name's time and beats mema's newer one (nothing known yet
+    says otherwise). When memb's first event arrives, late, it dates that note to before
+    mema's, and mema's note comes back everywhere."""
+    from bridge.engine.push import push
+
+    st = clean
+    a = st.edit("mema", person())
+    st.settle()
+    b_id = st.truth("memb")[0]["id"]
+    with engine_in_this_process(st):
+        older = st.edit("memb", {"note": "older"}, b_id)  # its event is still on its way
+        planned = dict(
+            ingest_here(st, "mema", "a-note", st.edit("mema", {"note": "newer"}, a["id"])).deliveries
+        )
+        st.edit("memb", {"last_name": "Byron"}, b_id)
+        assert push(st.rt, planned["memb"]).outcome in ("done", "noop")
+        with st.rt.db.session() as s:
+            assert s.query(Customer).one().fields["note"]["v"] == "older"  # as far as was known
+        late = ingest(st.rt, record_here(st, "memb", "b-note", older))
+        assert late.outcome == "recovered"
+        for _target, delivery_id in late.deliveries:
+            with st.rt.db.session() as s:
+                s.get_one(Delivery, delivery_id).next_attempt_at = utcnow()
     with st.rt.db.session() as s:
         fields = s.query(Customer).one().fields
     assert (fields["note"]["v"], fields["family_name"]["v"]) == ("newer", "Byron")

@@ -266,10 +266,7 @@ def apply_record(
     )
     if link is not None and link.synced_at is not None:
         if _is_stale(link, record, at):
-            clobbered = _clobbered(link, incoming, at)
-            if not clobbered:
-                return IngestResult("stale", link.customer_id)
-            return _merge_clobbered(session, rt, system, link, clobbered, at, correlation_id, now)
+            return _merge_stale(session, rt, system, link, incoming, at, correlation_id, now)
         if link.projection_hash == digest:
             _advance(link, record, at)
             return IngestResult("echo", link.customer_id)
@@ -387,24 +384,39 @@ def _clobbered(link: Link, incoming: canonical.Values, at: datetime) -> canonica
     return {k: v for k, v in incoming.items() if before.get(k) != v}
 
 
-def _merge_clobbered(
+def _merge_stale(
     session: Session,
     rt: Runtime,
     system: str,
     link: Link,
-    changed: canonical.Values,
+    incoming: canonical.Values,
     at: datetime,
     correlation_id: str | None,
     now: datetime,
 ) -> IngestResult:
+    """An older state of the record than the last we knew. It still tells two things: a
+    till edit our later write overwrote (`_clobbered`), and how old the values it shows
+    are: one change time per record can have dated one of them too late (`canonical.redate`).
+    """
+    clobbered = _clobbered(link, incoming, at)
+    if not clobbered:
+        # Most stale events (a poll's overlap) tell nothing new: decided without a lock.
+        # (The column alone: an object loaded here unlocked would shadow the locked read.)
+        fields = session.scalar(select(Customer.fields).where(Customer.id == link.customer_id))
+        state = {name: canonical.FieldState.from_json(data) for name, data in (fields or {}).items()}
+        if not any(canonical.redate(state, incoming, system, at)):
+            return IngestResult("stale", link.customer_id)
     customer = cust.lock_customer(session, link.customer_id)
     state = cust.load_state(customer)
-    merged = canonical.merge_fields(state, changed, system, at, rt.settings.system_priority)
-    if not merged.changed:
+    moved, restored = canonical.redate(state, incoming, system, at)
+    merged = canonical.merge_fields(state, clobbered, system, at, rt.settings.system_priority)
+    if not (moved or restored or merged.changed):
         return IngestResult("stale", customer.id)
     cust.save_state(session, customer, state)
-    # The link keeps describing what the system holds now (our write); the merged state
-    # differs from it, so the plan below writes the till's edit back there too.
+    if not (restored or merged.changed):
+        return IngestResult("stale", customer.id)
+    # The link keeps describing what the system holds now; the merged state differs from
+    # it, so the plan below writes the till's edit back there too.
     deliveries = cust.plan_deliveries(
         session, rt, customer, source=system, correlation_id=correlation_id, now=now
     )

@@ -495,6 +495,15 @@ class OnSiteSandbox(Sandbox):
         self.photos: dict[int, tuple[bytes, str]] = {}
         super().__init__(**kwargs)
 
+    @classmethod
+    def for_demo(cls, webhook_url: str) -> OnSiteSandbox:
+        # The demo and chaos stacks run four worker processes, each with its session, and
+        # the checker reads with a fifth. A session whose opening answer was lost (a chaos
+        # fault) holds its seat until it idles out (15 min), and with exactly five seats
+        # one such leak left the checker locked out (2026-12-05, sandbox_faults seed 7).
+        # A licence sized with spare seats, as deploy/README.md advises.
+        return cls(webhook_url=webhook_url, seat_limit=8)
+
     def adapter_env(self, base_url: str) -> dict[str, str]:
         user, password = sorted(self.users.items())[0]
         return {
