@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, select, union, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,26 +80,7 @@ def sweep(rt: Runtime) -> SweepReport:
                 update(Delivery).where(Delivery.id.in_([d for _, d in due])).values(enqueued_at=now)
             )
         report.deliveries = due
-        # An ingest message carries many ids (the web's group commit, these batches), so
-        # the queue's depth cannot be matched against rows. An empty (or uncounted) queue
-        # proves every row sent a requeue period ago and still waiting lost; behind a
-        # backlog only the queue's marks can (see `_read_horizons`). Re-sending every stale
-        # row instead, as this once did, put each row of a 5,000-customer backfill's
-        # backlog in the queue up to 22 times, and the ingest workers read rows already done.
-        lost: list[ColumnElement[bool]] = [InboxEvent.enqueued_at.is_(None)]
-        if not queued.get("ingest"):
-            lost.append(InboxEvent.enqueued_at < stale)
-        elif read.get("ingest") is not None:
-            lost.append(InboxEvent.enqueued_at < read["ingest"])
-        # A failed ingest's retry is this sweep's to send (ingest._reschedule): no message
-        # of it can be waiting, however deep the queue.
-        lost.append(and_(InboxEvent.error.is_not(None), InboxEvent.enqueued_at < stale))
-        inbox = session.scalars(
-            select(InboxEvent.id)
-            .where(InboxEvent.state == InboxState.PENDING, or_(*lost))
-            .order_by(InboxEvent.id)
-            .limit(BATCH)
-        ).all()
+        inbox = _lost_inbox(session, queued, read, stale)
         if inbox:
             session.execute(update(InboxEvent).where(InboxEvent.id.in_(inbox)).values(enqueued_at=now))
         report.inbox = list(inbox)
@@ -112,6 +93,32 @@ def sweep(rt: Runtime) -> SweepReport:
     for queue in _markers_due(rt, [q for q in queues if queued.get(q, 0) > 0]):
         rt.dispatch.mark(queue, utcnow())
     return report
+
+
+def _lost_inbox(
+    session: Session, queued: dict[str, int], read: dict[str, datetime], stale: datetime
+) -> list[int]:
+    """Waiting inbox rows whose message is gone (or never left)."""
+    # An ingest message carries many ids (the web's group commit, these batches), so
+    # the queue's depth cannot be matched against rows. An empty (or uncounted) queue
+    # proves every row sent a requeue period ago and still waiting lost; behind a
+    # backlog only the queue's marks can (see `_read_horizons`). Re-sending every stale
+    # row instead, as this once did, put each row of a 5,000-customer backfill's
+    # backlog in the queue up to 22 times, and the ingest workers read rows already done.
+    lost: list[ColumnElement[bool]] = [InboxEvent.enqueued_at.is_(None)]
+    sent_before = stale if not queued.get("ingest") else read.get("ingest")
+    if sent_before is not None:
+        lost.append(InboxEvent.enqueued_at < sent_before)
+    # A failed ingest's retry is this sweep's to send (ingest._reschedule): no message
+    # of it can be waiting, however deep the queue.
+    lost.append(and_(InboxEvent.error.is_not(None), InboxEvent.enqueued_at < stale))
+    # One index range per rule, not one OR: Postgres cannot bound an index scan by an
+    # OR, and behind a backlog of 266,000 echoes the OR read every waiting row each
+    # sweep, half the database's time (tests/test_query_plans.py).
+    found = union(
+        *(select(InboxEvent.id).where(InboxEvent.state == InboxState.PENDING, rule) for rule in lost)
+    ).subquery()
+    return list(session.scalars(select(found.c.id).order_by(found.c.id).limit(BATCH)).all())
 
 
 def _read_horizons(session: Session, rt: Runtime, queues: list[str], now: datetime) -> dict[str, datetime]:
@@ -221,12 +228,11 @@ def _due_deliveries(
         unsent_or_lost: list[ColumnElement[bool]] = [Delivery.enqueued_at.is_(None)]
         if f"push.{target}" in read:
             unsent_or_lost.append(Delivery.enqueued_at < read[f"push.{target}"])
-        unsent = session.execute(
-            select(Delivery.id)
-            .where(*mine, or_(*unsent_or_lost))
-            .order_by(Delivery.next_attempt_at)
-            .limit(BATCH)
-        ).scalars()
+        # A range of (target, state, enqueued_at) per rule, as for the inbox above.
+        found = union(
+            *(select(Delivery.id, Delivery.next_attempt_at).where(*mine, rule) for rule in unsent_or_lost)
+        ).subquery()
+        unsent = session.execute(select(found.c.id).order_by(found.c.next_attempt_at).limit(BATCH)).scalars()
         picked.update(dict.fromkeys(unsent, target))
         sent, recent = counts.get(target, (0, 0))
         # The queue also holds the messages sent since `stale`: only the rest of its depth

@@ -142,13 +142,19 @@ class InboxEvent(Base):
         UniqueConstraint("system", "event_id", name="uq_inbox_system_event"),
         Index("ix_inbox_state_enqueued", "state", "enqueued_at"),
         Index("ix_inbox_received", "received_at"),
-        # Ingest takes a record's earlier waiting events first (ingest.catch_up).
+        # Ingest takes a record's earlier waiting events first (ingest.catch_up). Not a
+        # partial index on `state = 'pending'`: psycopg prepares a statement on its sixth
+        # run, and Postgres's generic plan for it cannot use a partial index whose
+        # predicate only a bound parameter meets; it then read every waiting row of the
+        # system (tests/test_query_plans.py).
+        Index("ix_inbox_record", "system", "external_id", "id"),
+        # Failed ingests waiting for the sweeper's retry; the predicate names no parameter,
+        # so a generic plan can use it.
         Index(
-            "ix_inbox_pending_record",
-            "system",
-            "external_id",
-            sqlite_where=text("state = 'pending'"),
-            postgresql_where=text("state = 'pending'"),
+            "ix_inbox_retrying",
+            "enqueued_at",
+            sqlite_where=text("error IS NOT NULL"),
+            postgresql_where=text("error IS NOT NULL"),
         ),
     )
 
@@ -192,11 +198,15 @@ class Delivery(Base):
             postgresql_where=text("state = 'in_flight'"),
         ),
         Index("ix_deliveries_state_due", "state", "next_attempt_at"),
-        Index("ix_deliveries_target_state", "target", "state"),
+        # The sweeper's "never sent, or sent before the queue's read horizon".
+        Index("ix_deliveries_target_state_sent", "target", "state", "enqueued_at"),
+        # "Is one already waiting?", asked for every planned change: the unique indexes
+        # above are partial, so a generic plan cannot use them (see InboxEvent).
+        Index("ix_deliveries_customer_target_state", "customer_id", "target", "state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    customer_id: Mapped[str] = mapped_column(String(36), ForeignKey("customers.id"), index=True)
+    customer_id: Mapped[str] = mapped_column(String(36), ForeignKey("customers.id"))
     target: Mapped[str] = mapped_column(String(32))
     op: Mapped[str] = mapped_column(String(16), default="sync")  # sync (create or update) | delete
     state: Mapped[str] = mapped_column(String(16), default=DeliveryState.PENDING)
