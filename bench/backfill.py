@@ -191,7 +191,7 @@ class Progress(threading.Thread):
     def run(self) -> None:
         from sqlalchemy import func, select
 
-        from bridge.store.models import Delivery
+        from bridge.store.models import Delivery, InboxEvent
 
         ticks = 0
         while not self.stop.wait(1.0):
@@ -210,12 +210,15 @@ class Progress(threading.Thread):
                     states = dict(
                         session.execute(select(Delivery.state, func.count()).group_by(Delivery.state)).all()
                     )
+                    by_state = select(InboxEvent.state, func.count()).group_by(InboxEvent.state)
+                    inbox = dict(session.execute(by_state).all())
                 stats = {
                     s: self.stack.call(s, "GET", "/_sandbox/stats") for s in ("square", "loyverse", "onsite")
                 }
                 line = {
                     "elapsed_s": round(time.perf_counter() - self.started, 1),
                     "deliveries": {str(k): v for k, v in states.items()},
+                    "inbox": {str(k): v for k, v in inbox.items()},
                     "writes": {s: v["writes"] for s, v in stats.items()},
                     "square_bulk_calls": stats["square"]["requests"].get("POST /v2/customers/bulk-create", 0),
                     "peak_rss_mb": {
