@@ -419,7 +419,8 @@ class Driver:
 
 def known_times(stack: Stack, edits: list[Edit]) -> tuple[dict[int, float], set[int]]:
     """When the bridge could know each till edit happened: the earliest change time among
-    the inbox events of that system that show the edit's value on that record.
+    the inbox events of that system that show the edit's value on that record, and the
+    canonical provenance of that value from that system (a read no event records).
 
     A system stamps a whole record, not a field (OnSite; polled), so an edit it reports
     may carry the time of a later edit of another field of the same record, made before
@@ -429,8 +430,9 @@ def known_times(stack: Stack, edits: list[Edit]) -> tuple[dict[int, float], set[
     bridge could tell apart. An edit no event shows (overwritten before anyone saw it)
     keeps its till time."""
     from bridge.adapters.base import ExternalRecord
+    from bridge.canonical import FieldState
     from bridge.engine import customers as cust
-    from bridge.store.models import InboxEvent, Link
+    from bridge.store.models import Customer, InboxEvent, Link
 
     rt = stack.rt
     region = rt.settings.default_region
@@ -457,6 +459,22 @@ def known_times(stack: Stack, edits: list[Edit]) -> tuple[dict[int, float], set[
                     continue
                 key = (system, external_id, fld, value)
                 seen[key] = min(stamp, seen.get(key, stamp))
+        # A push that reads its target back under a lock (OnSite) folds a till edit it finds
+        # into the canonical record, dated by the record's change time, and records no inbox
+        # event; the next poll reads that record unchanged and, its link knowing it already,
+        # queues nothing either. The field's provenance (value, system, change time, and the
+        # value it replaced) is then the only trace of that read.
+        for customer_id, fields in s.execute(select(Customer.id, Customer.fields)):
+            for fld in EDIT_FIELDS:
+                raw_state = (fields or {}).get(fld)
+                state = FieldState.from_json(raw_state) if raw_state else None
+                while state is not None:
+                    where = (state.source, ext_of.get((customer_id, state.source)))
+                    if where in records:
+                        key = (*where, fld, state.value)
+                        stamp = state.at.timestamp()
+                        seen[key] = min(stamp, seen.get(key, stamp))
+                    state = state.replaced
     keys = {i: (e.system, ext_of.get((e.customer, e.system)), e.field, e.value) for i, e in enumerate(edits)}
     known = {i: seen.get(key, edits[i].at) for i, key in keys.items()}
     return known, {i for i, key in keys.items() if key not in seen}

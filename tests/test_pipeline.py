@@ -463,6 +463,31 @@ def test_a_value_dated_too_late_by_its_record_gives_way_when_its_own_event_comes
         assert [(r["note"], r["last_name"]) for r in st.truth(system)] == [("newer", "Byron")]
 
 
+def test_a_poll_does_not_queue_again_what_our_own_write_put_there(clean: Stack) -> None:
+    """After our write the record's webhook is its one echo; a poll reading the record
+    again must not queue a second one (a 100,000-customer backfill ingested 100,000 such
+    Square poll events on top of the webhooks). A till edit after it is still recorded."""
+    from bridge.engine.poll import poll
+
+    st = clean
+    st.edit("mema", person())
+    st.settle()
+    b_id = st.truth("memb")[0]["id"]
+    first = poll(st.rt, "memb")
+    assert (first.seen, first.known, first.new) == (1, 1, 0)
+    polled = (InboxEvent.system == "memb", InboxEvent.event_type == "customer.polled")
+    assert st.count(InboxEvent, *polled) == 0
+    st.faults("memb", webhooks_enabled=False)  # only a poll can find this one
+    try:
+        st.edit("memb", {"note": "likes tea"}, b_id)
+        second = poll(st.rt, "memb")
+        assert (second.known, second.new) == (0, 1)
+        st.settle()
+        assert st.truth("mema")[0]["note"] == "likes tea"
+    finally:
+        st.faults("memb", webhooks_enabled=True)
+
+
 def test_versioned_target_is_written_without_a_look_first(clean: Stack) -> None:
     st = clean
     b = st.edit("memb", person())

@@ -75,7 +75,7 @@ def _target(rt: Runtime, delivery_id: int) -> str | None:
 @task("posbridge.poll")
 def poll(system: str) -> dict[str, Any]:
     report = poll_mod.poll(get_runtime(), system)
-    return {"seen": report.seen, "new": report.new, "skipped": report.skipped}
+    return {"seen": report.seen, "new": report.new, "known": report.known, "skipped": report.skipped}
 
 
 @task("posbridge.sweep")

@@ -2,7 +2,10 @@
 
 Reads from the stored cursor minus an overlap window (lists are eventually consistent),
 records what it finds in the inbox like any webhook (the inbox key deduplicates what it
-has already seen), and advances the cursor to the newest change seen.
+has already seen), and advances the cursor to the newest change seen. A record exactly as
+we last knew it (same change time, same version, same values) is not recorded: its ingest
+would be an echo that changes nothing, and after a bridge write every record would
+otherwise be ingested twice, once from its webhook and once from the next poll.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from bridge.adapters.base import Capability, EventKind, InboundEvent
 from bridge.canonical import projection_hash, utcnow
+from bridge.engine.customers import held_values
 from bridge.engine.inbox import record_events
 from bridge.runtime import Runtime
-from bridge.store.models import PollCursor
+from bridge.store.models import Link, PollCursor
 
 log = logging.getLogger("posbridge.poll")
 
@@ -31,6 +36,7 @@ class PollReport:
     system: str
     seen: int = 0
     new: int = 0
+    known: int = 0  # records exactly as we last knew them, not recorded
     cursor: datetime | None = None
     skipped: str | None = None
 
@@ -77,7 +83,7 @@ def poll(rt: Runtime, system: str, *, lease_s: float | None = None) -> PollRepor
                 )
                 newest = _later(newest, order.updated_at)
                 if len(events) >= CHUNK:
-                    report.new += _flush(rt, system, events)
+                    report.new += _flush(rt, system, events, report)
                     report.seen += len(events)
                     events = []
         if Capability.POLLING in adapter.capabilities and Capability.ORDERS not in adapter.capabilities:
@@ -100,16 +106,16 @@ def poll(rt: Runtime, system: str, *, lease_s: float | None = None) -> PollRepor
                 )
                 newest = _later(newest, record.updated_at)
                 if len(events) >= CHUNK:
-                    report.new += _flush(rt, system, events)
+                    report.new += _flush(rt, system, events, report)
                     report.seen += len(events)
                     events = []
-        report.new += _flush(rt, system, events)
+        report.new += _flush(rt, system, events, report)
         report.seen += len(events)
     except Exception as err:
         # What this pass saw before failing is real: recorded, not thrown away with the pass.
         # The cursor stays, so the next pass reads these again (the inbox key drops them).
         with contextlib.suppress(Exception):
-            report.new += _flush(rt, system, events)
+            report.new += _flush(rt, system, events, report)
         with rt.db.session() as session:
             row = session.get_one(PollCursor, system)
             row.lease_until = None
@@ -152,11 +158,49 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
     return max(a, b)
 
 
-def _flush(rt: Runtime, system: str, events: list[InboundEvent]) -> int:
+def _flush(rt: Runtime, system: str, events: list[InboundEvent], report: PollReport | None = None) -> int:
     if not events:
         return 0
     with rt.db.session() as session:
-        ids, _dupes = record_events(session, system, events, None)
+        known = _known(session, rt, system, events)
+        fresh = [e for e in events if e.event_id not in known]
+        ids = record_events(session, system, fresh, None)[0] if fresh else []
+    if report is not None:
+        report.known += len(known)
     if ids:
         rt.dispatch.ingest(ids)
     return len(ids)
+
+
+def _known(session: Session, rt: Runtime, system: str, events: list[InboundEvent]) -> set[str]:
+    """Polled records whose ingest could only be an echo that changes nothing.
+
+    Exactly the echo rule of `ingest.apply_record` with nothing to advance: the link is
+    synced, the record carries the change time (and version) the link already holds, and
+    its values hash to the projection known to be there. Anything else, a stale copy
+    included, goes to the inbox as before.
+    """
+    upserts = {e.external_id: e for e in events if e.kind == EventKind.UPSERT and e.record is not None}
+    if not upserts:
+        return set()
+    links = session.scalars(
+        select(Link).where(
+            Link.system == system, Link.external_id.in_(list(upserts)), Link.synced_at.is_not(None)
+        )
+    ).all()
+    adapter = rt.adapter(system)
+    region = rt.settings.default_region
+    known: set[str] = set()
+    for link in links:
+        event = upserts[str(link.external_id)]
+        record = event.record
+        if (
+            record is None
+            or record.updated_at is None
+            or record.updated_at != link.source_updated_at
+            or (record.version is not None and record.version != link.external_version)
+        ):
+            continue
+        if link.projection_hash == projection_hash(held_values(adapter, record.native, region)):
+            known.add(event.event_id)
+    return known
