@@ -429,6 +429,18 @@ def _is_stale(link: Link, record: ExternalRecord, at: datetime) -> bool:
     return link.source_updated_at is not None and at < link.source_updated_at
 
 
+def known_as_is(link: Link, record: ExternalRecord, digest: str) -> bool:
+    """An echo with nothing to advance: `apply_record` would change nothing at all, so a
+    poll need not queue the record (after our write its webhook is the one echo)."""
+    return (
+        link.synced_at is not None
+        and record.updated_at is not None
+        and record.updated_at == link.source_updated_at
+        and (record.version is None or record.version == link.external_version)
+        and link.projection_hash == digest
+    )
+
+
 def _advance(link: Link, record: ExternalRecord, at: datetime) -> None:
     if record.version is not None:
         link.external_version = max(record.version, link.external_version or record.version)

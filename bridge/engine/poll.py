@@ -23,6 +23,7 @@ from bridge.adapters.base import Capability, EventKind, InboundEvent
 from bridge.canonical import projection_hash, utcnow
 from bridge.engine.customers import held_values
 from bridge.engine.inbox import record_events
+from bridge.engine.ingest import known_as_is
 from bridge.runtime import Runtime
 from bridge.store.models import Link, PollCursor
 
@@ -158,35 +159,27 @@ def _later(a: datetime | None, b: datetime | None) -> datetime | None:
     return max(a, b)
 
 
-def _flush(rt: Runtime, system: str, events: list[InboundEvent], report: PollReport | None = None) -> int:
+def _flush(rt: Runtime, system: str, events: list[InboundEvent], report: PollReport) -> int:
     if not events:
         return 0
     with rt.db.session() as session:
         known = _known(session, rt, system, events)
         fresh = [e for e in events if e.event_id not in known]
         ids = record_events(session, system, fresh, None)[0] if fresh else []
-    if report is not None:
-        report.known += len(known)
+    report.known += len(known)
     if ids:
         rt.dispatch.ingest(ids)
     return len(ids)
 
 
 def _known(session: Session, rt: Runtime, system: str, events: list[InboundEvent]) -> set[str]:
-    """Polled records whose ingest could only be an echo that changes nothing.
-
-    Exactly the echo rule of `ingest.apply_record` with nothing to advance: the link is
-    synced, the record carries the change time (and version) the link already holds, and
-    its values hash to the projection known to be there. Anything else, a stale copy
-    included, goes to the inbox as before.
-    """
+    """Event ids of polled records exactly as their links know them (`known_as_is`).
+    Anything else, a stale copy included, goes to the inbox as before."""
     upserts = {e.external_id: e for e in events if e.kind == EventKind.UPSERT and e.record is not None}
     if not upserts:
         return set()
     links = session.scalars(
-        select(Link).where(
-            Link.system == system, Link.external_id.in_(list(upserts)), Link.synced_at.is_not(None)
-        )
+        select(Link).where(Link.system == system, Link.external_id.in_(list(upserts)))
     ).all()
     adapter = rt.adapter(system)
     region = rt.settings.default_region
@@ -194,13 +187,8 @@ def _known(session: Session, rt: Runtime, system: str, events: list[InboundEvent
     for link in links:
         event = upserts[str(link.external_id)]
         record = event.record
-        if (
-            record is None
-            or record.updated_at is None
-            or record.updated_at != link.source_updated_at
-            or (record.version is not None and record.version != link.external_version)
+        if record is not None and known_as_is(
+            link, record, projection_hash(held_values(adapter, record.native, region))
         ):
-            continue
-        if link.projection_hash == projection_hash(held_values(adapter, record.native, region)):
             known.add(event.event_id)
     return known
