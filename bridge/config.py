@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     lease_s: float = 120.0
     requeue_after_s: float = 30.0
     sweep_interval_s: float = 5.0
+    upkeep_interval_s: float = 60.0  # planner statistics and dead rows (bridge.store.upkeep)
     probe_interval_s: float = 30.0
     inbox_retention_h: float = 96.0
     short_wait_s: float = 5.0  # waits up to this ride a Celery countdown; longer ones the sweeper

@@ -41,6 +41,7 @@ def task_routes(settings: Settings) -> dict[str, dict[str, str]]:
         "posbridge.poll": {"queue": f"{p}poll"},
         "posbridge.sweep": maintenance,
         "posbridge.prune_inbox": maintenance,
+        "posbridge.upkeep": maintenance,
         "posbridge.retry_delivery": maintenance,
         "posbridge.retry_failed": maintenance,
     }
@@ -51,6 +52,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "sweep": {
             "task": "posbridge.sweep",
             "schedule": settings.sweep_interval_s,
+            "options": {"queue": f"{settings.queue_prefix}maintenance"},
+        },
+        "upkeep": {
+            "task": "posbridge.upkeep",
+            "schedule": settings.upkeep_interval_s,
             "options": {"queue": f"{settings.queue_prefix}maintenance"},
         },
         "prune-inbox": {

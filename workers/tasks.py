@@ -16,6 +16,7 @@ from bridge.engine import poll as poll_mod
 from bridge.engine import push as push_mod
 from bridge.engine import sweep as sweep_mod
 from bridge.runtime import Runtime, get_runtime
+from bridge.store import upkeep as upkeep_mod
 from bridge.store.models import Delivery, DeliveryState
 from workers.app import task
 
@@ -87,6 +88,12 @@ def sweep() -> dict[str, Any]:
         "inbox": len(report.inbox),
         "resumed": report.resumed,
     }
+
+
+@task("posbridge.upkeep")
+def upkeep() -> dict[str, Any]:
+    report = upkeep_mod.run(get_runtime().db)
+    return {"analyzed": report.analyzed, "vacuumed": report.vacuumed, "skipped": report.skipped}
 
 
 @task("posbridge.mark")
