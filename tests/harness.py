@@ -61,3 +61,25 @@ def sandbox_call(base: str, method: str, path: str, **kwargs: Any) -> Any:
     response = httpx.request(method, base + path, timeout=30, **kwargs)
     response.raise_for_status()
     return response.json() if response.content else None
+
+
+def waiting_among_done(customer_ids: list[str], targets: tuple[str, ...], now: Any) -> list[dict[str, Any]]:
+    """Delivery rows of a store in mid-backfill: per customer and target two done and one
+    waiting, all sent a while ago (behind a deep queue)."""
+    from datetime import timedelta
+
+    from bridge.store.models import DeliveryState
+
+    return [
+        {
+            "customer_id": cid,
+            "target": target,
+            "state": state,
+            "idempotency_key": cid[:30],
+            "next_attempt_at": now - timedelta(seconds=30),
+            "enqueued_at": now - timedelta(seconds=20),
+        }
+        for cid in customer_ids
+        for target in targets
+        for state in (DeliveryState.DONE, DeliveryState.DONE, DeliveryState.PENDING)
+    ]

@@ -29,8 +29,8 @@ from bridge.engine import customers, ingest, sweep
 from bridge.runtime import Runtime
 from bridge.store import upkeep
 from bridge.store.migrate import upgrade
-from bridge.store.models import Customer, Delivery, DeliveryState, InboxEvent, InboxState
-from tests.harness import create_pg_database, drop_pg_database, service_or_skip
+from bridge.store.models import Customer, Delivery, InboxEvent, InboxState
+from tests.harness import create_pg_database, drop_pg_database, service_or_skip, waiting_among_done
 
 pytestmark = pytest.mark.services
 
@@ -59,22 +59,7 @@ def _fill(rt: Runtime) -> None:
     ids = [str(uuid.UUID(int=n + 1)) for n in range(CUSTOMERS)]
     with rt.db.session() as session:
         session.execute(insert(Customer), [{"id": cid, "fields": {}} for cid in ids])
-        rows: list[dict[str, Any]] = []
-        for cid in ids:
-            for target in TARGETS:
-                for state in (DeliveryState.DONE, DeliveryState.DONE, DeliveryState.PENDING):
-                    rows.append(
-                        {
-                            "customer_id": cid,
-                            "target": target,
-                            "state": state,
-                            "idempotency_key": cid[:30],
-                            "next_attempt_at": now - timedelta(seconds=30),
-                            # Sent, waiting behind a deep queue.
-                            "enqueued_at": now - timedelta(seconds=20),
-                        }
-                    )
-        session.execute(insert(Delivery), rows)
+        session.execute(insert(Delivery), waiting_among_done(ids, TARGETS, now))
         inbox = [
             {
                 "system": TARGETS[n % 3],

@@ -6,11 +6,8 @@ test also have it off per table, so that the figures here do not depend on the s
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +18,9 @@ from bridge.canonical import utcnow
 from bridge.store import upkeep
 from bridge.store.db import Database
 from bridge.store.migrate import upgrade
-from bridge.store.models import Customer, Delivery, DeliveryState
+from bridge.store.models import Customer, Delivery
 from tests.conftest import Stack
-from tests.harness import create_pg_database, drop_pg_database, service_or_skip, wait_for
+from tests.harness import create_pg_database, drop_pg_database, service_or_skip, wait_for, waiting_among_done
 
 TABLES = ("customers", "deliveries")
 CUSTOMERS = 2000
@@ -50,23 +47,9 @@ def fill(db: Database, customers: int = CUSTOMERS) -> list[str]:
     and target among done ones."""
     now = utcnow()
     ids = [str(uuid.uuid4()) for _ in range(customers)]
-    rows: list[dict[str, Any]] = []
-    for cid in ids:
-        for target in ("square", "loyverse", "onsite"):
-            for state in (DeliveryState.DONE, DeliveryState.DONE, DeliveryState.PENDING):
-                rows.append(
-                    {
-                        "customer_id": cid,
-                        "target": target,
-                        "state": state,
-                        "idempotency_key": cid[:30],
-                        "next_attempt_at": now - timedelta(seconds=30),
-                        "enqueued_at": now - timedelta(seconds=20),
-                    }
-                )
     with db.session() as session:
         session.execute(insert(Customer), [{"id": cid, "fields": {}} for cid in ids])
-        session.execute(insert(Delivery), rows)
+        session.execute(insert(Delivery), waiting_among_done(ids, ("square", "loyverse", "onsite"), now))
         if not db.is_sqlite:
             flush_stats(session.connection())
     return ids
@@ -180,24 +163,13 @@ def test_sqlite_is_optimized_in_place(tmp_path: Path) -> None:
         assert session.query(Customer).count() == 50
 
 
-@pytest.fixture(scope="module")
-def pg_stack() -> Iterator[Stack]:
-    var = Path(tempfile.mkdtemp(prefix="posbridge-upkeep-"))
-    st = Stack("pg-redis", var)
-    try:
-        st.start_worker()
-        yield st
-    finally:
-        st.close()
-        shutil.rmtree(var, ignore_errors=True)
-
-
-def test_the_beat_schedules_upkeep_and_a_worker_runs_it(pg_stack: Stack) -> None:
+@pytest.mark.parametrize("stack", ["pg-redis"], indirect=True)
+def test_the_beat_schedules_upkeep_and_a_worker_runs_it(stack: Stack) -> None:
     from workers.app import beat_schedule
 
-    entry = beat_schedule(pg_stack.settings)["upkeep"]
-    assert entry["schedule"] == pg_stack.settings.upkeep_interval_s
-    db = pg_stack.rt.db
+    entry = beat_schedule(stack.settings)["upkeep"]
+    assert entry["schedule"] == stack.settings.upkeep_interval_s
+    db = stack.rt.db
     with db.engine.connect() as conn:
         conn.exec_driver_sql("ALTER TABLE customers SET (autovacuum_enabled = off)")
         conn.commit()
@@ -205,5 +177,5 @@ def test_the_beat_schedules_upkeep_and_a_worker_runs_it(pg_stack: Stack) -> None
         session.execute(insert(Customer), [{"id": str(uuid.uuid4()), "fields": {}} for _ in range(500)])
         flush_stats(session.connection())
     assert stats(db)["customers"]["last_analyze"] is None
-    pg_stack.celery.send_task(entry["task"], **entry["options"])
+    stack.celery.send_task(entry["task"], **entry["options"])
     wait_for(lambda: stats(db)["customers"]["last_analyze"] is not None, timeout=30, what="upkeep to run")

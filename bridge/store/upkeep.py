@@ -5,8 +5,8 @@ parameters (tests/test_query_plans.py). A table that has never been analyzed giv
 plan no statistics to choose by, and the planner may then pick an index that reads every
 delivery of a target to find one customer's. With autovacuum on, its first ANALYZE comes
 within a minute and the next at each 10 % of growth. With autovacuum off (as on this
-project's CI machines) none ever came: the 100,000-customer backfill ran for an hour with
-every "is one already waiting?" lookup reading about 22,000 index entries, and every
+project's CI machines) none ever came: for over an hour of the 100,000-customer backfill
+every "is one already waiting?" lookup read about 22,000 index entries, and every
 delivery and inbox row updated two or three times left its old versions behind.
 
 So the bridge applies autovacuum's own thresholds itself. ANALYZE is cheap and runs
@@ -33,8 +33,11 @@ ANALYZE_BASE = 50
 ANALYZE_SCALE = 0.1
 VACUUM_BASE = 50
 VACUUM_SCALE = 0.2
-# Taken for the run, so that the beat's upkeep and a backfill's never queue behind each other.
+# Held for a pass: a VACUUM slower than the beat's interval does not get a second pass
+# queued behind it on the same table.
 LOCK_KEY = 0x706F7362_75706B70  # "posb" "upkp"
+# Table-level `autovacuum_enabled` as pg_class.reloptions spells it when off.
+_OFF = frozenset(f"autovacuum_enabled={v}" for v in ("false", "off", "no", "0"))
 
 _STATS = text(
     """
@@ -107,6 +110,3 @@ def _postgres(conn: Connection, report: UpkeepReport) -> None:
         elif analyze:
             conn.exec_driver_sql(f"ANALYZE {quote(relname)}")
             report.analyzed.append(relname)
-
-
-_OFF = frozenset(f"autovacuum_enabled={v}" for v in ("false", "off", "no", "0"))
