@@ -311,6 +311,37 @@ def test_our_write_whose_answer_was_lost_is_not_taken_for_a_newer_till_edit(clea
     assert [r["note"] for r in st.truth("memb") if r["id"] == b_id] == ["till"]
 
 
+def test_a_lost_create_is_found_after_the_customer_changed(clean: Stack) -> None:
+    """Our create lands at memb and its answer is lost; before the retry the customer is
+    edited at mema. The retry must find the record holding what the first try sent, not
+    look only for today's values and create the person a second time."""
+    from datetime import UTC, datetime
+
+    from bridge.engine.push import push
+
+    st = clean
+    with engine_in_this_process(st):
+        st.faults("memb", lose_response_after_commit_rate=1.0)
+        a = st.edit("mema", person())
+        created = ingest_here(st, "mema", "a-create", a)
+        delivery_id = dict(created.deliveries)["memb"]
+        assert push(st.rt, delivery_id).outcome == "retry"  # created at memb, answer lost
+        assert len(st.truth("memb")) == 1
+        st.faults("memb", lose_response_after_commit_rate=0.0)
+        changed = st.edit("mema", {"email": "ada.l@example.com", "phone": "+14155550199"}, a["id"])
+        assert ingest_here(st, "mema", "a-changed", changed).outcome == "updated"
+        with st.rt.db.session() as s:
+            s.get_one(Delivery, delivery_id).next_attempt_at = datetime.now(UTC)
+        assert push(st.rt, delivery_id).outcome == "done"
+        with st.rt.db.session() as s:
+            found = s.query(Attempt).filter(Attempt.delivery_id == delivery_id, Attempt.outcome == "found")
+            assert found.count() == 1
+    truth = st.truth("memb")
+    assert len(truth) == 1, truth
+    assert (truth[0]["email"], truth[0]["phone"]) == ("ada.l@example.com", "+14155550199")
+    assert st.count(Customer) == 1
+
+
 def test_a_retry_sending_newer_state_still_knows_its_lost_earlier_write(clean: Stack) -> None:
     """Our write of "first" lands at memb after the till's "second" edit at mema was made
     but before it was ingested, and its answer is lost. The retry then sends "second"; when

@@ -141,7 +141,11 @@ def _write(
                     first_create = True
                 else:
                     first_create = False
-                if not creating and link is not None:
+                # What earlier tries sent: a create whose answer was lost holds those
+                # values, not today's, if the customer changed since.
+                earlier = (link.pending_writes or []) if link is not None else []
+                sent_before: list[dict[str, Any]] = [w["values"] for w in reversed(earlier)]
+                if link is not None:
                     # Recorded before the call, like a create's intent: if the answer is
                     # lost, our values read back later are known as ours (ingest.apply_record).
                     sent = [w for w in (link.pending_writes or []) if w.get("hash") != digest]
@@ -164,7 +168,7 @@ def _write(
             # A create with a caller-chosen id (Fieldpine) is safe to send again as it is;
             # only systems that pick the id themselves need a look first.
             if not first_create and adapter.preassigned_id(key) is None:
-                found = adapter.find_existing(values, key)
+                found = _find_lost_create(adapter, [values, *sent_before], key)
                 if found is not None:
                     record_found(rt, delivery_id, found)
                     continue  # linked now: the next round updates it if it differs
@@ -204,6 +208,19 @@ def _write(
             # Deleted over there behind our back: forget the link, create afresh next round.
             forget_link(rt, delivery_id)
     raise ConflictError(f"still conflicting after {MAX_CONFLICT_ROUNDS} rounds")
+
+
+def _find_lost_create(adapter: Adapter, tried: list[dict[str, Any]], key: str) -> ExternalRecord | None:
+    seen: set[str] = set()
+    for values in tried:
+        digest = canonical.projection_hash(values)
+        if digest in seen:
+            continue
+        seen.add(digest)
+        found = adapter.find_existing(values, key)
+        if found is not None:
+            return found
+    return None
 
 
 def attach(session: Session, rt: Runtime, delivery: Delivery, record: ExternalRecord) -> None:
