@@ -143,12 +143,11 @@ def _write(
                     first_create = False
                 # What earlier tries sent: a create whose answer was lost holds those
                 # values, not today's, if the customer changed since.
-                earlier = (link.pending_writes or []) if link is not None else []
-                sent_before: list[dict[str, Any]] = [w["values"] for w in reversed(earlier)]
+                earlier: list[dict[str, Any]] = (link.pending_writes or []) if link is not None else []
                 if link is not None:
                     # Recorded before the call, like a create's intent: if the answer is
                     # lost, our values read back later are known as ours (ingest.apply_record).
-                    sent = [w for w in (link.pending_writes or []) if w.get("hash") != digest]
+                    sent = [w for w in earlier if w.get("hash") != digest]
                     link.pending_writes = [*sent, {"hash": digest, "values": values}][-PENDING_KEPT:]
                 ext_id = link.external_id if link is not None else None
                 version = link.external_version if link is not None else None
@@ -168,7 +167,8 @@ def _write(
             # A create with a caller-chosen id (Fieldpine) is safe to send again as it is;
             # only systems that pick the id themselves need a look first.
             if not first_create and adapter.preassigned_id(key) is None:
-                found = _find_lost_create(adapter, [values, *sent_before], key)
+                tried = [{"hash": digest, "values": values}, *reversed(earlier)]
+                found = _find_lost_create(adapter, tried, key)
                 if found is not None:
                     record_found(rt, delivery_id, found)
                     continue  # linked now: the next round updates it if it differs
@@ -211,13 +211,13 @@ def _write(
 
 
 def _find_lost_create(adapter: Adapter, tried: list[dict[str, Any]], key: str) -> ExternalRecord | None:
+    """The record an earlier create left, looked for with each `pending_writes` entry."""
     seen: set[str] = set()
-    for values in tried:
-        digest = canonical.projection_hash(values)
-        if digest in seen:
+    for sent in tried:
+        if sent["hash"] in seen:
             continue
-        seen.add(digest)
-        found = adapter.find_existing(values, key)
+        seen.add(sent["hash"])
+        found = adapter.find_existing(sent["values"], key)
         if found is not None:
             return found
     return None
